@@ -1,0 +1,205 @@
+// gscodec._core: thin pybind11 bindings. Arguments are validated (with messages
+// that name them) in src/gscodec/engine.py; the checks here only keep a direct
+// caller of this private module from crashing the process.
+#include <omp.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cpu/fit.h"
+#include "cpu/render.h"
+#include "splat_math.h"
+
+namespace py = pybind11;
+
+namespace {
+
+constexpr long long kMaxPixels = 1LL << 28;
+
+template <typename T>
+using CArray = py::array_t<T, py::array::c_style>;
+
+void check_size(int width, int height) {
+  if (width < 1 || height < 1 || width > 65535 || height > 65535 ||
+      static_cast<long long>(width) * height > kMaxPixels)
+    throw std::invalid_argument("render size " + std::to_string(width) + "x" +
+                                std::to_string(height) + " is out of range");
+}
+
+template <typename T>
+const T* splat_rows(const CArray<T>& params, const char* name) {
+  if (params.ndim() != 2 || params.shape(1) != gs::kParamsPerSplat)
+    throw std::invalid_argument(std::string(name) + " must have shape (N, 8)");
+  return params.data();
+}
+
+// planar 3 x H x W -> interleaved H x W x 3 array
+template <typename Out, typename T, typename Convert>
+py::array interleave(const std::vector<T>& planar, int width, int height, Convert convert) {
+  CArray<Out> out({height, width, 3});
+  Out* o = out.mutable_data();
+  const size_t plane = size_t(width) * height;
+  for (size_t p = 0; p < plane; ++p)
+    for (int ch = 0; ch < 3; ++ch) o[3 * p + ch] = convert(planar[ch * plane + p]);
+  return out;
+}
+
+std::vector<float> render_planar(const float* rows, size_t n, int width, int height, bool parallel) {
+  std::vector<gs::PixelSplat<float>> splats(n);
+  for (size_t i = 0; i < n; ++i)
+    splats[i] = gs::to_pixel_splat(rows + i * gs::kParamsPerSplat, float(width), float(height));
+  std::vector<float> planar(size_t(3) * width * height);
+  gs::cpu::render_image(splats, width, height, planar.data(), parallel);
+  return planar;
+}
+
+py::list render_batch(const std::vector<CArray<float>>& params, const std::vector<int>& widths,
+                      const std::vector<int>& heights, bool as_u8) {
+  const int b = static_cast<int>(params.size());
+  if (widths.size() != params.size() || heights.size() != params.size())
+    throw std::invalid_argument("params, widths and heights must have the same length");
+  std::vector<const float*> rows(b);
+  std::vector<size_t> counts(b);
+  for (int i = 0; i < b; ++i) {
+    check_size(widths[i], heights[i]);
+    rows[i] = splat_rows(params[i], "params");
+    counts[i] = params[i].shape(0);
+  }
+  std::vector<std::vector<float>> planar(b);
+  {
+    py::gil_scoped_release release;
+    const bool per_image = b >= omp_get_max_threads() && b > 1;
+#pragma omp parallel for schedule(dynamic, 1) if (per_image)
+    for (int i = 0; i < b; ++i)
+      planar[i] = render_planar(rows[i], counts[i], widths[i], heights[i], !per_image);
+  }
+  py::list out;
+  for (int i = 0; i < b; ++i) {
+    if (as_u8)
+      out.append(interleave<uint8_t>(planar[i], widths[i], heights[i], gs::to_u8));
+    else
+      out.append(interleave<float>(planar[i], widths[i], heights[i], [](float v) { return v; }));
+  }
+  return out;
+}
+
+py::list fit(const std::vector<CArray<uint8_t>>& images, const gs::FitOptions& opts) {
+  std::vector<gs::cpu::ImageView> views;
+  for (const auto& img : images) {
+    if (img.ndim() != 3 || img.shape(2) != 3 || img.shape(0) < 1 || img.shape(1) < 1)
+      throw std::invalid_argument("images must be non-empty H x W x 3 uint8 arrays");
+    check_size(static_cast<int>(img.shape(1)), static_cast<int>(img.shape(0)));
+    views.push_back({img.data(), static_cast<int>(img.shape(1)), static_cast<int>(img.shape(0))});
+  }
+  std::vector<gs::FitResult> results;
+  {
+    py::gil_scoped_release release;
+    results = gs::cpu::fit_batch(views, opts);
+  }
+  py::list out;
+  for (const gs::FitResult& r : results) {
+    const py::ssize_t n = static_cast<py::ssize_t>(r.params.size() / gs::kParamsPerSplat);
+    CArray<float> arr({n, static_cast<py::ssize_t>(gs::kParamsPerSplat)});
+    std::copy(r.params.begin(), r.params.end(), arr.mutable_data());
+    py::dict stats;
+    stats["psnr"] = r.psnr;
+    stats["iterations"] = r.iterations;
+    stats["n_initial"] = r.n_initial;
+    out.append(py::make_tuple(arr, stats));
+  }
+  return out;
+}
+
+// Test hooks in double precision over pixel-space parameters (x, y, a, b, c, r,
+// g, b in pixels), so gradients can be checked against finite differences.
+std::vector<gs::PixelSplat<double>> pixel_splats(const CArray<double>& params) {
+  const double* rows = splat_rows(params, "params");
+  std::vector<gs::PixelSplat<double>> s(params.shape(0));
+  for (size_t i = 0; i < s.size(); ++i) s[i] = gs::from_pixel_params(rows + i * gs::kParamsPerSplat);
+  return s;
+}
+
+py::array render_px_f64(const CArray<double>& params, int width, int height) {
+  check_size(width, height);
+  const auto splats = pixel_splats(params);
+  std::vector<double> planar(size_t(3) * width * height);
+  gs::cpu::render_image(splats, width, height, planar.data(), false);
+  return interleave<double>(planar, width, height, [](double v) { return v; });
+}
+
+py::array render_backward_px_f64(const CArray<double>& params, int width, int height,
+                                 const CArray<double>& grad_image) {
+  check_size(width, height);
+  if (grad_image.ndim() != 3 || grad_image.shape(0) != height || grad_image.shape(1) != width ||
+      grad_image.shape(2) != 3)
+    throw std::invalid_argument("grad_image must have shape (height, width, 3)");
+  const auto splats = pixel_splats(params);
+  std::vector<gs::cpu::PixelBox> boxes(splats.size());
+  for (size_t i = 0; i < splats.size(); ++i) boxes[i] = gs::cpu::cutoff_box(splats[i], width, height);
+  const size_t plane = size_t(width) * height;
+  std::vector<double> planar(3 * plane);
+  for (size_t p = 0; p < plane; ++p)
+    for (int ch = 0; ch < 3; ++ch) planar[ch * plane + p] = grad_image.data()[3 * p + ch];
+  CArray<double> grad({static_cast<py::ssize_t>(splats.size()),
+                       static_cast<py::ssize_t>(gs::kParamsPerSplat)});
+  gs::cpu::render_backward(splats, boxes, width, height, planar.data(), grad.mutable_data(), false);
+  return grad;
+}
+
+py::tuple l2_loss_and_grad_f64(const CArray<double>& render, const CArray<double>& target) {
+  if (render.size() != target.size()) throw std::invalid_argument("render and target differ in size");
+  CArray<double> grad(std::vector<py::ssize_t>(render.shape(), render.shape() + render.ndim()));
+  const double loss = gs::cpu::l2_loss_and_grad(render.data(), target.data(), render.size(),
+                                                grad.mutable_data(), false);
+  return py::make_tuple(loss, grad);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "gscodec compiled core: batched 2D Gaussian splat fitting and rendering";
+  m.attr("POWER_CUTOFF") = gs::kPowerCutoff;
+  m.attr("TILE_SIZE") = gs::kTileSize;
+  m.attr("MAX_PIXELS") = kMaxPixels;
+
+  m.def("backends", [] {
+    py::dict d;
+    d["cpu"] = true;
+    d["cuda_compiled"] = false;
+    d["cuda_available"] = false;
+    d["cpu_threads"] = omp_get_max_threads();
+    return d;
+  }, "Which backends were compiled in and which are usable now.");
+
+  py::class_<gs::FitOptions>(m, "FitOptions")
+      .def(py::init<>())
+      .def_readwrite("n_splats", &gs::FitOptions::n_splats)
+      .def_readwrite("iterations", &gs::FitOptions::iterations)
+      .def_property("init", [](const gs::FitOptions& o) { return o.init == gs::InitMode::kGrid ? "grid" : "random"; },
+                    [](gs::FitOptions& o, const std::string& s) {
+                      if (s == "grid") o.init = gs::InitMode::kGrid;
+                      else if (s == "random") o.init = gs::InitMode::kRandom;
+                      else throw std::invalid_argument("init must be 'grid' or 'random'");
+                    })
+      .def_readwrite("seed", &gs::FitOptions::seed)
+      .def_readwrite("lr_position", &gs::FitOptions::lr_position)
+      .def_readwrite("lr_covariance", &gs::FitOptions::lr_covariance)
+      .def_readwrite("lr_color", &gs::FitOptions::lr_color)
+      .def_readwrite("lr_final_ratio", &gs::FitOptions::lr_final_ratio)
+      .def_readwrite("l1_color", &gs::FitOptions::l1_color)
+      .def_readwrite("prune_threshold", &gs::FitOptions::prune_threshold)
+      .def_readwrite("prune_every", &gs::FitOptions::prune_every)
+      .def_readwrite("threads", &gs::FitOptions::threads);
+
+  m.def("render_batch", &render_batch, py::arg("params"), py::arg("widths"), py::arg("heights"),
+        py::arg("as_u8"), "Render normalized (N, 8) float32 splat arrays; returns H x W x 3 arrays.");
+  m.def("fit", &fit, py::arg("images"), py::arg("options"),
+        "Fit H x W x 3 uint8 images; returns [(params (N, 8) float32, stats dict)].");
+  m.def("_render_px_f64", &render_px_f64);
+  m.def("_render_backward_px_f64", &render_backward_px_f64);
+  m.def("_l2_loss_and_grad_f64", &l2_loss_and_grad_f64);
+}

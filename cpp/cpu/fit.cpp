@@ -1,0 +1,307 @@
+#include "fit.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "../splat_math.h"
+#include "render.h"
+
+namespace gs::cpu {
+
+template <typename T>
+T l2_loss_and_grad(const T* render, const T* target, size_t count, T* grad, bool parallel) {
+  double sum = 0;
+  const T scale = T(2) / T(count);
+#pragma omp parallel for reduction(+ : sum) schedule(static) if (parallel)
+  for (long long k = 0; k < static_cast<long long>(count); ++k) {
+    const T v = render[k];
+    const T r = (v > T(0) ? (v < T(1) ? v : T(1)) : T(0)) - target[k];
+    sum += double(r) * double(r);
+    grad[k] = scale * r;
+  }
+  return T(sum / double(count));
+}
+template float l2_loss_and_grad(const float*, const float*, size_t, float*, bool);
+template double l2_loss_and_grad(const double*, const double*, size_t, double*, bool);
+
+namespace {
+
+constexpr float kMinStd = 0.3f;  // pixels: narrower splats alias between pixel centres
+
+// Uniform float in [0,1) from a fixed generator, so a seed means the same on
+// every platform (std::uniform_real_distribution is implementation-defined).
+struct Rng {
+  std::mt19937_64 gen;
+  explicit Rng(uint64_t seed) : gen(seed) {}
+  float uniform() { return float(gen() >> 40) * (1.0f / 16777216.0f); }
+};
+
+// One image's optimization state. Parameters are kept in the optimizer's units:
+// x/cell, y/cell, log a, b/cell, log c, r, g, b (cell = sqrt(W*H/N) pixels).
+class Fitter {
+ public:
+  Fitter(const ImageView& img, const FitOptions& opts, bool parallel)
+      : opts_(opts), w_(img.width), h_(img.height), parallel_(parallel),
+        plane_(size_t(img.width) * img.height) {
+    target_.resize(3 * plane_);
+    for (size_t p = 0; p < plane_; ++p)
+      for (int ch = 0; ch < 3; ++ch) target_[ch * plane_ + p] = img.pixels[3 * p + ch] / 255.0f;
+    cell_ = std::sqrt(float(w_) * float(h_) / float(opts.n_splats));
+    render_.resize(3 * plane_);
+    grad_image_.resize(3 * plane_);
+  }
+
+  FitResult run() {
+    if (opts_.init == InitMode::kGrid) init_grid();
+    else init_random();
+    const int n_initial = n();
+    m_.assign(params_.size(), 0.f);
+    v_.assign(params_.size(), 0.f);
+    for (int it = 1; it <= opts_.iterations; ++it) {
+      step(it);
+      maybe_prune(it);
+    }
+    return result(n_initial);
+  }
+
+ private:
+  int n() const { return static_cast<int>(params_.size() / kParamsPerSplat); }
+
+  void to_pixel_splats() {
+    splats_.resize(n());
+    boxes_.resize(n());
+    for (int i = 0; i < n(); ++i) {
+      const float* p = &params_[size_t(i) * kParamsPerSplat];
+      const float px[kParamsPerSplat] = {p[kX] * cell_, p[kY] * cell_, std::exp(p[kA]),
+                                         p[kB] * cell_, std::exp(p[kC]), p[kR], p[kG], p[kBlue]};
+      splats_[i] = from_pixel_params(px);
+      boxes_[i] = cutoff_box(splats_[i], w_, h_);
+    }
+  }
+
+  void forward() {
+    to_pixel_splats();
+    bin_boxes(boxes_, w_, h_, bins_);
+    render_forward(splats_, boxes_, bins_, w_, h_, render_.data(), parallel_);
+  }
+
+  void push_splat(float x, float y, float std_x, float std_y) {
+    const float p[kParamsPerSplat] = {x / cell_, y / cell_, std::log(std_x), 0.f,
+                                      std::log(std_y), 1.f, 1.f, 1.f};
+    params_.insert(params_.end(), p, p + kParamsPerSplat);
+  }
+
+  // Paper §4.3: centres on a uniform grid, the isotropic covariance whose 1-sigma
+  // circle is the largest circle in the cell, colour = cell mean. N that is not a
+  // product nx*ny leaves a few extra splats; they go to the cells whose colour
+  // varies most, offset by a quarter cell, at half the width.
+  void init_grid() {
+    const int N = opts_.n_splats;
+    int nx = std::max(1, int(std::lround(std::sqrt(double(N) * w_ / h_))));
+    nx = std::min(nx, N);
+    const int ny = std::max(1, N / nx);
+    const float sx = float(w_) / nx, sy = float(h_) / ny;
+    const float std0 = std::max(kMinStd, 0.5f * std::min(sx, sy));
+    std::vector<int> cell_of;  // grid cell that each splat's colour comes from
+    for (int j = 0; j < ny; ++j)
+      for (int i = 0; i < nx; ++i) {
+        push_splat((i + 0.5f) * sx, (j + 0.5f) * sy, std0, std0);
+        cell_of.push_back(j * nx + i);
+      }
+    const int extra = N - nx * ny;
+    std::vector<double> sum(3 * nx * ny, 0.0), sum2(nx * ny, 0.0);
+    std::vector<int> count(nx * ny, 0);
+    for (int y = 0; y < h_; ++y)
+      for (int x = 0; x < w_; ++x) {
+        const int c = std::min(ny - 1, int(y / sy)) * nx + std::min(nx - 1, int(x / sx));
+        ++count[c];
+        for (int ch = 0; ch < 3; ++ch) {
+          const double v = target_[ch * plane_ + size_t(y) * w_ + x];
+          sum[3 * c + ch] += v;
+          sum2[c] += v * v;
+        }
+      }
+    if (extra > 0) {
+      std::vector<double> var(nx * ny);
+      for (int c = 0; c < nx * ny; ++c) {
+        const double k = std::max(1, count[c]);
+        double m2 = 0;
+        for (int ch = 0; ch < 3; ++ch) m2 += (sum[3 * c + ch] / k) * (sum[3 * c + ch] / k);
+        var[c] = sum2[c] / k - m2;
+      }
+      std::vector<int> order(nx * ny);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return var[a] > var[b]; });
+      for (int e = 0; e < extra; ++e) {
+        const int c = order[e % (nx * ny)];
+        push_splat((c % nx + 0.75f) * sx, (c / nx + 0.75f) * sy, 0.5f * std0, 0.5f * std0);
+        cell_of.push_back(c);
+      }
+    }
+    // Overlapping splats sum, so the cell mean is divided by the cell's coverage
+    // (the render of unit-colour splats) to start at the right brightness.
+    forward();
+    std::vector<double> cover(nx * ny, 0.0);
+    for (int y = 0; y < h_; ++y)
+      for (int x = 0; x < w_; ++x) {
+        const int c = std::min(ny - 1, int(y / sy)) * nx + std::min(nx - 1, int(x / sx));
+        cover[c] += render_[size_t(y) * w_ + x];
+      }
+    for (int i = 0; i < n(); ++i) {
+      const int c = cell_of[i];
+      const double cov = std::max(cover[c], 1e-6);
+      for (int ch = 0; ch < 3; ++ch)
+        params_[size_t(i) * kParamsPerSplat + kR + ch] = float(sum[3 * c + ch] / cov);
+    }
+  }
+
+  // The ablation's baseline: uniform random centres and colours, the grid's size.
+  void init_random() {
+    Rng rng(opts_.seed);
+    const int N = opts_.n_splats;
+    const float std0 = std::max(kMinStd, 0.5f * cell_);
+    for (int i = 0; i < N; ++i) push_splat(rng.uniform() * w_, rng.uniform() * h_, std0, std0);
+    forward();
+    double cover = 0;
+    for (size_t p = 0; p < plane_; ++p) cover += render_[p];
+    const float scale = float(plane_ / std::max(cover, 1e-6));
+    for (int i = 0; i < N; ++i)
+      for (int ch = 0; ch < 3; ++ch)
+        params_[size_t(i) * kParamsPerSplat + kR + ch] = rng.uniform() * scale;
+  }
+
+  float lr_scale(int it) const {
+    const float t = float(it - 1) / float(std::max(1, opts_.iterations - 1));
+    const float r = opts_.lr_final_ratio;
+    return r + (1.f - r) * 0.5f * (1.f + std::cos(3.14159265f * t));
+  }
+
+  void step(int it) {
+    forward();
+    l2_loss_and_grad(render_.data(), target_.data(), 3 * plane_, grad_image_.data(), parallel_);
+    grad_.resize(params_.size());
+    render_backward(splats_, boxes_, w_, h_, grad_image_.data(), grad_.data(), parallel_);
+
+    const float s = lr_scale(it);
+    const float lr[kParamsPerSplat] = {
+        opts_.lr_position * s,   opts_.lr_position * s,   opts_.lr_covariance * s,
+        opts_.lr_covariance * s, opts_.lr_covariance * s, opts_.lr_color * s,
+        opts_.lr_color * s,      opts_.lr_color * s};
+    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-15f;
+    const float c1 = 1.f - std::pow(b1, float(it)), c2 = 1.f - std::pow(b2, float(it));
+    const float l1 = opts_.l1_color / float(3 * n());
+    const float max_log_std = std::log(float(std::max(w_, h_)));
+    const float min_log_std = std::log(kMinStd);
+    const int N = n();
+#pragma omp parallel for schedule(static) if (parallel_)
+    for (int i = 0; i < N; ++i) {
+      float* p = &params_[size_t(i) * kParamsPerSplat];
+      float* g = &grad_[size_t(i) * kParamsPerSplat];
+      // Chain rule from pixel parameters to the optimizer's units.
+      g[kX] *= cell_;
+      g[kY] *= cell_;
+      g[kA] *= splats_[i].a;
+      g[kB] *= cell_;
+      g[kC] *= splats_[i].c;
+      for (int ch = kR; ch <= kBlue; ++ch) g[ch] += l1 * (p[ch] > 0.f ? 1.f : (p[ch] < 0.f ? -1.f : 0.f));
+      float* m = &m_[size_t(i) * kParamsPerSplat];
+      float* v = &v_[size_t(i) * kParamsPerSplat];
+      for (int k = 0; k < kParamsPerSplat; ++k) {
+        m[k] = b1 * m[k] + (1.f - b1) * g[k];
+        v[k] = b2 * v[k] + (1.f - b2) * g[k] * g[k];
+        p[k] -= lr[k] * (m[k] / c1) / (std::sqrt(v[k] / c2) + eps);
+      }
+      p[kX] = std::clamp(p[kX], 0.f, w_ / cell_);
+      p[kY] = std::clamp(p[kY], 0.f, h_ / cell_);
+      p[kA] = std::clamp(p[kA], min_log_std, max_log_std);
+      p[kC] = std::clamp(p[kC], min_log_std, max_log_std);
+    }
+  }
+
+  // Paper §4.4, luminance-aware pruning, kept to the middle half of the run so the
+  // survivors have time to fill in what the pruned splats covered.
+  void maybe_prune(int it) {
+    if (opts_.prune_threshold <= 0.f || opts_.prune_every <= 0 || it % opts_.prune_every != 0)
+      return;
+    if (4 * it < opts_.iterations || 4 * it > 3 * opts_.iterations) return;
+    int kept = 0;
+    for (int i = 0; i < n(); ++i) {
+      const float* p = &params_[size_t(i) * kParamsPerSplat];
+      if (luminance(p[kR], p[kG], p[kBlue]) < opts_.prune_threshold) continue;
+      if (kept != i)
+        for (std::vector<float>* arr : {&params_, &m_, &v_})
+          std::copy_n(arr->begin() + size_t(i) * kParamsPerSplat, kParamsPerSplat,
+                      arr->begin() + size_t(kept) * kParamsPerSplat);
+      ++kept;
+    }
+    kept = std::max(kept, 1);  // an image is never left with no splat at all
+    for (std::vector<float>* arr : {&params_, &m_, &v_}) arr->resize(size_t(kept) * kParamsPerSplat);
+  }
+
+  FitResult result(int n_initial) {
+    forward();
+    double se = 0;
+    for (size_t k = 0; k < 3 * plane_; ++k) {
+      const double d = double(to_u8(render_[k])) - std::lround(target_[k] * 255.0);
+      se += d * d;
+    }
+    const double mse = se / double(3 * plane_);
+    FitResult r;
+    r.width = w_;
+    r.height = h_;
+    r.psnr = mse > 0 ? 10.0 * std::log10(255.0 * 255.0 / mse) : 100.0;
+    r.iterations = opts_.iterations;
+    r.n_initial = n_initial;
+    r.params.resize(params_.size());
+    for (int i = 0; i < n(); ++i) {
+      const PixelSplat<float>& s = splats_[i];
+      float* o = &r.params[size_t(i) * kParamsPerSplat];
+      o[kX] = s.mx / w_;
+      o[kY] = s.my / h_;
+      o[kA] = s.a / w_;
+      o[kB] = s.b / h_;
+      o[kC] = s.c / h_;
+      o[kR] = s.r;
+      o[kG] = s.g;
+      o[kBlue] = s.bl;
+    }
+    return r;
+  }
+
+  const FitOptions& opts_;
+  const int w_, h_;
+  const bool parallel_;
+  const size_t plane_;
+  float cell_;
+  std::vector<float> target_, render_, grad_image_;
+  std::vector<float> params_, grad_, m_, v_;
+  std::vector<PixelSplat<float>> splats_;
+  std::vector<PixelBox> boxes_;
+  TileBins bins_;
+};
+
+}  // namespace
+
+std::vector<FitResult> fit_batch(const std::vector<ImageView>& images, const FitOptions& opts) {
+  const int b = static_cast<int>(images.size());
+  const int threads = opts.threads > 0 ? opts.threads : omp_get_max_threads();
+  std::vector<FitResult> results(b);
+  // Enough images: one image per thread. Otherwise: one image at a time, each
+  // using every thread. Both give bit-identical results (see render.h).
+  if (b >= threads && threads > 1) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int i = 0; i < b; ++i) results[i] = Fitter(images[i], opts, false).run();
+  } else {
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    for (int i = 0; i < b; ++i) results[i] = Fitter(images[i], opts, threads > 1).run();
+    omp_set_num_threads(saved);
+  }
+  return results;
+}
+
+}  // namespace gs::cpu

@@ -1,0 +1,199 @@
+// Per-splat math shared by the CPU and CUDA backends.
+//
+// Everything here is a small inline function of one splat and one pixel, compiled
+// for the host by the C++ compiler and for host + device by nvcc. Keeping it in
+// one place is what lets the two backends agree to float tolerance.
+//
+// Pixel-space splat: mean (mx, my) in pixels, covariance Sigma = L L^T with the
+// lower-triangular Cholesky factor L = [[a, 0], [b, c]] (a, c > 0, pixels) and an
+// RGB colour (unbounded; the render is an order-free additive sum).
+//
+// For a pixel centre p and d = p - mean, the Mahalanobis power is
+//   y1 = dx / a,  y2 = (dy - b * y1) / c,  q = y1^2 + y2^2 = d^T Sigma^-1 d,
+// and the splat's weight is exp(-q / 2) when q <= kPowerCutoff, else 0.
+// docs/format.md states the same equation for independent decoders.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define GS_HD __host__ __device__ __forceinline__
+#else
+#define GS_HD inline
+#endif
+
+namespace gs {
+
+// Weights below 1/255 are dropped: q <= 2 ln 255 (about 3.33 sigma).
+constexpr float kPowerCutoff = 11.082527f;  // 2 * ln(255), rounded to float
+constexpr int kParamsPerSplat = 8;          // x, y, a, b, c, r, g, b
+constexpr int kTileSize = 16;               // pixels per tile side (CPU and CUDA)
+
+// Layout of one splat row in every (N, 8) parameter array.
+enum Param : int { kX = 0, kY, kA, kB, kC, kR, kG, kBlue };
+
+template <typename T>
+struct PixelSplat {
+  T mx, my;        // mean, pixels
+  T a, b, c;       // Cholesky factor, pixels
+  T inv_a, inv_c;  // cached reciprocals
+  T r, g, bl;      // colour
+};
+
+// Normalized splat (positions in [0,1] of the image, Cholesky factor divided by
+// the image size: L_norm = diag(1/W, 1/H) L_px) -> pixel splat for a W x H output.
+template <typename T>
+GS_HD PixelSplat<T> to_pixel_splat(const T* p, T width, T height) {
+  PixelSplat<T> s;
+  s.mx = p[kX] * width;
+  s.my = p[kY] * height;
+  s.a = p[kA] * width;
+  s.b = p[kB] * height;
+  s.c = p[kC] * height;
+  s.inv_a = T(1) / s.a;
+  s.inv_c = T(1) / s.c;
+  s.r = p[kR];
+  s.g = p[kG];
+  s.bl = p[kBlue];
+  return s;
+}
+
+// Pixel-space parameter row (as used inside the fitting loop) -> pixel splat.
+template <typename T>
+GS_HD PixelSplat<T> from_pixel_params(const T* p) {
+  PixelSplat<T> s;
+  s.mx = p[kX];
+  s.my = p[kY];
+  s.a = p[kA];
+  s.b = p[kB];
+  s.c = p[kC];
+  s.inv_a = T(1) / s.a;
+  s.inv_c = T(1) / s.c;
+  s.r = p[kR];
+  s.g = p[kG];
+  s.bl = p[kBlue];
+  return s;
+}
+
+// Half extents of the axis-aligned box that holds the cutoff ellipse exactly:
+// sqrt(cutoff * Sigma_xx) and sqrt(cutoff * Sigma_yy).
+template <typename T>
+GS_HD void cutoff_extent(const PixelSplat<T>& s, T* ext_x, T* ext_y) {
+  const T k = std::sqrt(T(kPowerCutoff));
+  *ext_x = k * std::fabs(s.a);
+  *ext_y = k * std::sqrt(s.b * s.b + s.c * s.c);
+}
+
+// Inclusive pixel index range [lo, hi] whose centres (i + 0.5) lie within
+// centre +- extent, clipped to [0, size). Empty when lo > hi.
+template <typename T>
+GS_HD void pixel_range(T centre, T extent, int size, int* lo, int* hi) {
+  T first = std::ceil(centre - extent - T(0.5));
+  T last = std::floor(centre + extent - T(0.5));
+  if (!(first <= last) || last < T(0) || first > T(size - 1)) {  // also catches NaN
+    *lo = 1;
+    *hi = 0;
+    return;
+  }
+  *lo = first < T(0) ? 0 : int(first);
+  *hi = last > T(size - 1) ? size - 1 : int(last);
+}
+
+// Mahalanobis power q of the offset (dx, dy) from the splat's mean; also returns
+// the whitened coordinates y1, y2 that the backward pass reuses.
+template <typename T>
+GS_HD T power(const PixelSplat<T>& s, T dx, T dy, T* y1, T* y2) {
+  *y1 = dx * s.inv_a;
+  *y2 = (dy - s.b * *y1) * s.inv_c;
+  return *y1 * *y1 + *y2 * *y2;
+}
+
+// Weight exp(-q/2) inside the cutoff (q <= kPowerCutoff), exactly 0 outside or
+// for NaN. The float version is branch-free and call-free so that the per-pixel
+// loops vectorize on the CPU and compile to the same arithmetic on the GPU:
+// with t = -q/2 * log2(e), 2^t = 2^n * 2^f for n = round(t), |f| <= 1/2, and 2^f
+// from its degree-6 Taylor series (relative error < 2e-7, about 1 ulp). The
+// cutoff is applied as a bit mask because a select on the result stops GCC from
+// vectorizing; lanes outside the cutoff may compute garbage that the mask drops.
+GS_HD float weight_from_power(float q) {
+  const float t = q * -0.721347520f;              // -log2(e) / 2
+  const float shifted = t + 12582912.f;           // 1.5 * 2^23: rounds t to an integer
+  const float n = shifted - 12582912.f;
+  const float f = (t - n) * 0.693147181f;         // (t - n) * ln 2
+  float p = 1.f / 720.f;
+  p = p * f + 1.f / 120.f;
+  p = p * f + 1.f / 24.f;
+  p = p * f + 1.f / 6.f;
+  p = p * f + 0.5f;
+  p = p * f + 1.f;
+  p = p * f + 1.f;
+  const uint32_t keep = 0u - static_cast<uint32_t>(q <= kPowerCutoff);
+#if defined(__CUDA_ARCH__)
+  const uint32_t n_bits = __float_as_uint(shifted) - 0x4B400000u;  // n, two's complement
+  return __uint_as_float((__float_as_uint(p) + (n_bits << 23)) & keep);
+#else
+  uint32_t p_bits, n_bits;
+  std::memcpy(&p_bits, &p, sizeof p_bits);
+  std::memcpy(&n_bits, &shifted, sizeof n_bits);
+  p_bits = (p_bits + ((n_bits - 0x4B400000u) << 23)) & keep;
+  float out;
+  std::memcpy(&out, &p_bits, sizeof out);
+  return out;
+#endif
+}
+
+GS_HD double weight_from_power(double q) {
+  return q <= double(kPowerCutoff) ? std::exp(-0.5 * q) : 0.0;
+}
+
+// The splat's weight at offset (dx, dy) from its mean: the forward pass.
+template <typename T>
+GS_HD T weight(const PixelSplat<T>& s, T dx, T dy) {
+  const T y1 = dx * s.inv_a;
+  const T y2 = (dy - s.b * y1) * s.inv_c;
+  return weight_from_power(y1 * y1 + y2 * y2);
+}
+
+// One pixel's contribution to the gradient of the loss with respect to one
+// splat's pixel parameters (layout of Param), where the splat has weight w > 0 at
+// that pixel and (gr, gg, gb) is the loss gradient of the pixel's colour.
+template <typename T>
+struct ParamGrad {
+  T x, y, a, b, c, r, g, bl;
+};
+
+template <typename T>
+GS_HD ParamGrad<T> pixel_grad(const PixelSplat<T>& s, T y1, T y2, T w, T gr, T gg, T gb) {
+  ParamGrad<T> d;
+  d.r = w * gr;
+  d.g = w * gg;
+  d.bl = w * gb;
+  // dL/dq = dL/dw * dw/dq = (g . colour) * (-w / 2)
+  const T dq = T(-0.5) * w * (gr * s.r + gg * s.g + gb * s.bl);
+  const T g2 = T(2) * dq * y2;                       // dL/dy2
+  const T g1 = T(2) * dq * y1 - g2 * s.b * s.inv_c;  // dL/dy1, also through y2
+  d.x = -g1 * s.inv_a;                               // d = p - mean
+  d.y = -g2 * s.inv_c;
+  d.a = -g1 * y1 * s.inv_a;
+  d.b = -g2 * y1 * s.inv_c;
+  d.c = -g2 * y2 * s.inv_c;
+  return d;
+}
+
+// Rec. 601 luma of the colour's magnitude: the pruning rule's measure of how much
+// a splat contributes (colours may be negative in an additive model).
+template <typename T>
+GS_HD T luminance(T r, T g, T b) {
+  return T(0.299) * std::fabs(r) + T(0.587) * std::fabs(g) + T(0.114) * std::fabs(b);
+}
+
+// Float [0,1] -> 8-bit value, as every decoder must do it: clamp, scale, round
+// half up.
+GS_HD uint8_t to_u8(float v) {
+  v = v > 0.f ? (v < 1.f ? v : 1.f) : 0.f;  // NaN -> 0
+  return static_cast<uint8_t>(v * 255.f + 0.5f);
+}
+
+}  // namespace gs

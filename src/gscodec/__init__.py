@@ -1,0 +1,12 @@
+"""gscodec: images as 2D Gaussian splats.
+
+The torch-free codec: `fit` (encode) images into `Splats`, `render` (decode)
+them at any size. ``gscodec.clip`` (needs the ``clip`` extra) holds the
+splat-aware CLIP encoder.
+"""
+
+from .engine import MAX_ITERATIONS, MAX_SPLATS, backends, fit, render, render_batch
+from .splats import Splats
+
+__all__ = ["Splats", "fit", "render", "render_batch", "backends", "MAX_SPLATS", "MAX_ITERATIONS"]
+__version__ = "0.1.0"

@@ -1,0 +1,246 @@
+"""Encode (fit) and decode (render): argument checking and dispatch to ``_core``."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import _core
+from .splats import Splats
+
+__all__ = ["fit", "render", "render_batch", "backends", "MAX_SPLATS", "MAX_ITERATIONS"]
+
+#: Largest splat count `fit` accepts for one image (and what a .gsi may hold).
+MAX_SPLATS = 1 << 20
+#: Largest iteration count `fit` accepts.
+MAX_ITERATIONS = 1_000_000
+#: Largest output dimension and pixel count for `render` and `fit`.
+MAX_SIDE = 65535
+MAX_PIXELS = int(_core.MAX_PIXELS)
+
+
+def backends() -> dict[str, Any]:
+    """Which backends were compiled in and which are usable now.
+
+    Example: ``{"cpu": True, "cuda_compiled": False, "cuda_available": False,
+    "cpu_threads": 2}``.
+    """
+    return dict(_core.backends())
+
+
+def _check_size(width: Any, height: Any, what: str) -> tuple[int, int]:
+    for name, value in (("width", width), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{what} {name} must be an int, got {type(value).__name__}")
+        if not 1 <= value <= MAX_SIDE:
+            raise ValueError(f"{what} {name} must be in 1..{MAX_SIDE}, got {value}")
+    if int(width) * int(height) > MAX_PIXELS:
+        raise ValueError(f"{what} size {width}x{height} exceeds {MAX_PIXELS} pixels")
+    return int(width), int(height)
+
+
+def _check_device(device: str) -> None:
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda":
+        info = backends()
+        if not info["cuda_compiled"]:
+            raise RuntimeError("device='cuda': this build of gscodec has no CUDA backend")
+        if not info["cuda_available"]:
+            raise RuntimeError("device='cuda': no CUDA device is available")
+
+
+def render_batch(
+    splats: Sequence[Splats],
+    sizes: Sequence[tuple[int, int] | None] | None = None,
+    *,
+    dtype: Any = np.uint8,
+    device: str = "auto",
+) -> list[np.ndarray]:
+    """Render several `Splats` at once (in parallel); see `render`.
+
+    ``sizes`` gives each output's ``(width, height)``; ``None`` (or a ``None``
+    entry) means the splats' reference size.
+    """
+    _check_device(device)
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.uint8), np.dtype(np.float32)):
+        raise TypeError(f"dtype must be uint8 or float32, got {dtype}")
+    splats = list(splats)
+    for i, s in enumerate(splats):
+        if not isinstance(s, Splats):
+            raise TypeError(f"splats[{i}] must be gscodec.Splats, got {type(s).__name__}")
+    if sizes is None:
+        sizes = [None] * len(splats)
+    sizes = list(sizes)
+    if len(sizes) != len(splats):
+        raise ValueError(f"got {len(sizes)} sizes for {len(splats)} splat sets")
+    widths, heights = [], []
+    for s, size in zip(splats, sizes):
+        w, h = (s.width, s.height) if size is None else size
+        w, h = _check_size(w, h, "render")
+        widths.append(w)
+        heights.append(h)
+    params = [s.to_array() for s in splats]
+    return _core.render_batch(params, widths, heights, dtype == np.uint8)
+
+
+def render(
+    splats: Splats,
+    width: int | None = None,
+    height: int | None = None,
+    *,
+    dtype: Any = np.uint8,
+    device: str = "auto",
+) -> np.ndarray:
+    """Render (decode) splats to an H x W x 3 image.
+
+    The output size defaults to the splats' reference size; positions are
+    normalized, so any size works (give one side to keep the aspect ratio).
+    ``dtype=np.uint8`` returns the 8-bit image every decoder produces;
+    ``dtype=np.float32`` returns the unclamped sum of the render equation.
+    """
+    if not isinstance(splats, Splats):
+        raise TypeError(f"splats must be gscodec.Splats, got {type(splats).__name__}")
+    if width is None and height is None:
+        width, height = splats.width, splats.height
+    elif height is None:
+        _check_size(width, 1, "render")
+        height = max(1, round(width * splats.height / splats.width))
+    elif width is None:
+        _check_size(1, height, "render")
+        width = max(1, round(height * splats.width / splats.height))
+    return render_batch([splats], [(width, height)], dtype=dtype, device=device)[0]
+
+
+def _as_image_list(images: Any) -> tuple[list[np.ndarray], bool]:
+    """Accept one H x W x 3 image, a B x H x W x 3 batch or a list of images."""
+    if isinstance(images, np.ndarray):
+        if images.ndim == 3:
+            return [images], True
+        if images.ndim == 4:
+            return list(images), False
+        raise ValueError(
+            f"images must be H x W x 3 or B x H x W x 3, got an array of shape {images.shape}"
+        )
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("images is an empty list")
+        return list(images), False
+    raise TypeError(f"images must be a numpy array or a list of arrays, got {type(images).__name__}")
+
+
+def _check_image(img: Any, index: int) -> np.ndarray:
+    where = f"images[{index}]"
+    if not isinstance(img, np.ndarray):
+        raise TypeError(f"{where} must be a numpy array, got {type(img).__name__}")
+    if img.dtype != np.uint8:
+        raise TypeError(f"{where} must have dtype uint8, got {img.dtype}")
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"{where} must have shape H x W x 3, got {img.shape}")
+    if img.shape[0] == 0 or img.shape[1] == 0:
+        raise ValueError(f"{where} is empty ({img.shape[1]}x{img.shape[0]})")
+    _check_size(img.shape[1], img.shape[0], where)
+    return np.ascontiguousarray(img)
+
+
+def _check_number(name: str, value: Any, lo: float, hi: float, integer: bool = False) -> None:
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "an int" if integer else "a number"
+        raise TypeError(f"{name} must be {kind}, got {type(value).__name__}")
+    if not (lo <= value <= hi):  # also rejects NaN
+        raise ValueError(f"{name} must be in {lo}..{hi}, got {value}")
+
+
+def fit(
+    images: Any,
+    n_splats: int,
+    *,
+    iterations: int = 2000,
+    init: str = "grid",
+    seed: int = 0,
+    lr_position: float = 0.02,
+    lr_covariance: float = 0.02,
+    lr_color: float = 0.01,
+    lr_final_ratio: float = 0.1,
+    l1_color: float = 0.0,
+    prune_threshold: float = 0.0,
+    prune_every: int = 100,
+    threads: int = 0,
+    device: str = "auto",
+    return_stats: bool = False,
+) -> Any:
+    """Fit (encode) images into 2D Gaussian splats.
+
+    ``images``: one H x W x 3 uint8 array (returns one `Splats`), a B x H x W x 3
+    batch, or a list of images of any sizes (returns a list). Every image gets
+    ``n_splats`` Gaussians (1..`MAX_SPLATS`, at most one per pixel), optimized
+    with Adam for ``iterations`` steps on the L2 loss of the clamped render:
+
+    - ``init="grid"``: the paper's structured initialization (grid centres,
+      isotropic covariance of the cell's inscribed circle, cell-mean colour);
+      ``"random"``: uniform random centres and colours (ablation baseline).
+    - ``lr_position`` / ``lr_covariance`` / ``lr_color``: Adam step sizes per
+      group (positions in grid-cell units, Cholesky diagonal in log units),
+      decayed by a cosine schedule to ``lr_final_ratio`` times their value.
+    - ``l1_color``: weight of an L1 penalty on colours (drives weak splats to 0).
+    - ``prune_threshold``: luminance-aware pruning; every ``prune_every`` steps
+      in the middle half of the run, splats whose Rec.601 luma of ``|colour|`` is
+      below the threshold are removed. 0 disables it.
+    - ``seed``: random init is a function of the seed (grid init uses none);
+      the same inputs and seed always give the same splats, whatever the batch
+      composition or thread count.
+    - ``threads``: CPU threads (0 = all).
+
+    With ``return_stats=True`` returns ``(splats, stats)`` where ``stats`` holds
+    per image ``psnr`` (dB, 8-bit render vs input), ``iterations`` and
+    ``n_initial`` (splats before pruning).
+    """
+    image_list, single = _as_image_list(images)
+    image_list = [_check_image(img, i) for i, img in enumerate(image_list)]
+    _check_number("iterations", iterations, 0, MAX_ITERATIONS, integer=True)
+    _check_number("seed", seed, 0, 2**64 - 1, integer=True)
+    _check_number("threads", threads, 0, 4096, integer=True)
+    _check_number("prune_every", prune_every, 1, MAX_ITERATIONS, integer=True)
+    for name, value in (("lr_position", lr_position), ("lr_covariance", lr_covariance),
+                        ("lr_color", lr_color)):
+        _check_number(name, value, 0.0, 10.0)
+    _check_number("lr_final_ratio", lr_final_ratio, 0.0, 1.0)
+    _check_number("l1_color", l1_color, 0.0, 1e3)
+    _check_number("prune_threshold", prune_threshold, 0.0, 1e3)
+    if init not in ("grid", "random"):
+        raise ValueError(f"init must be 'grid' or 'random', got {init!r}")
+    _check_number("n_splats", n_splats, 1, MAX_SPLATS, integer=True)
+    for i, img in enumerate(image_list):
+        if n_splats > img.shape[0] * img.shape[1]:
+            raise ValueError(
+                f"n_splats={n_splats} exceeds the pixel count of images[{i}] "
+                f"({img.shape[1]}x{img.shape[0]})"
+            )
+    _check_device(device)
+
+    opts = _core.FitOptions()
+    opts.n_splats = int(n_splats)
+    opts.iterations = int(iterations)
+    opts.init = init
+    opts.seed = int(seed)
+    opts.lr_position = float(lr_position)
+    opts.lr_covariance = float(lr_covariance)
+    opts.lr_color = float(lr_color)
+    opts.lr_final_ratio = float(lr_final_ratio)
+    opts.l1_color = float(l1_color)
+    opts.prune_threshold = float(prune_threshold)
+    opts.prune_every = int(prune_every)
+    opts.threads = int(threads)
+
+    results = _core.fit(image_list, opts)
+    splats = [
+        Splats.from_array(params, img.shape[1], img.shape[0])
+        for (params, _), img in zip(results, image_list)
+    ]
+    stats = [dict(s) for _, s in results]
+    if single:
+        return (splats[0], stats[0]) if return_stats else splats[0]
+    return (splats, stats) if return_stats else splats
