@@ -18,8 +18,8 @@ struct FitOptions {
   // Adam step sizes per parameter group. Positions and the shear term are in
   // units of the grid cell (sqrt(W*H/N) pixels), the two Cholesky diagonal terms
   // are optimized as logarithms, colours are in [0,1] units.
-  float lr_position = 0.02f;
-  float lr_covariance = 0.02f;
+  float lr_position = 0.05f;
+  float lr_covariance = 0.05f;
   float lr_color = 0.01f;
   float lr_final_ratio = 0.1f;  // cosine decay from lr to lr * ratio
   float l1_color = 0.0f;        // weight of mean |colour| added to the loss

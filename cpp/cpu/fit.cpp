@@ -260,8 +260,10 @@ class Fitter {
     for (int i = 0; i < n(); ++i) {
       const PixelSplat<float>& s = splats_[i];
       float* o = &r.params[size_t(i) * kParamsPerSplat];
-      o[kX] = s.mx / w_;
-      o[kY] = s.my / h_;
+      // Centres were clamped to the image in cell units; clamp again so float
+      // rounding cannot put them a hair outside [0, 1].
+      o[kX] = std::clamp(s.mx / w_, 0.f, 1.f);
+      o[kY] = std::clamp(s.my / h_, 0.f, 1.f);
       o[kA] = s.a / w_;
       o[kB] = s.b / h_;
       o[kC] = s.c / h_;

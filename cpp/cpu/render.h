@@ -23,11 +23,8 @@ struct PixelBox {
 
 template <typename T>
 PixelBox cutoff_box(const PixelSplat<T>& s, int width, int height) {
-  T ex, ey;
-  cutoff_extent(s, &ex, &ey);
   PixelBox box;
-  pixel_range(s.mx, ex, width, &box.x0, &box.x1);
-  pixel_range(s.my, ey, height, &box.y0, &box.y1);
+  cutoff_pixel_box(s, width, height, &box.x0, &box.x1, &box.y0, &box.y1);
   return box;
 }
 

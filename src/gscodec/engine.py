@@ -48,7 +48,21 @@ def _check_device(device: str) -> None:
         if not info["cuda_compiled"]:
             raise RuntimeError("device='cuda': this build of gscodec has no CUDA backend")
         if not info["cuda_available"]:
-            raise RuntimeError("device='cuda': no CUDA device is available")
+            reason = info.get("cuda_reason", "")
+            raise RuntimeError(
+                "device='cuda': no CUDA device is available" + (f" ({reason})" if reason else "")
+            )
+
+
+def _resolve_device(device: str) -> str:
+    """Check ``device`` and return the backend to run on: ``"cpu"`` or ``"cuda"``.
+
+    ``"auto"`` is CUDA when this build has it and a device is present, else the CPU.
+    """
+    _check_device(device)
+    if device == "auto":
+        return "cuda" if backends()["cuda_available"] else "cpu"
+    return device
 
 
 def render_batch(
@@ -63,7 +77,7 @@ def render_batch(
     ``sizes`` gives each output's ``(width, height)``; ``None`` (or a ``None``
     entry) means the splats' reference size.
     """
-    _check_device(device)
+    backend = _resolve_device(device)
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.uint8), np.dtype(np.float32)):
         raise TypeError(f"dtype must be uint8 or float32, got {dtype}")
@@ -83,7 +97,8 @@ def render_batch(
         widths.append(w)
         heights.append(h)
     params = [s.to_array() for s in splats]
-    return _core.render_batch(params, widths, heights, dtype == np.uint8)
+    run = _core._cuda_render_batch if backend == "cuda" else _core.render_batch
+    return run(params, widths, heights, dtype == np.uint8)
 
 
 def render(
@@ -161,8 +176,8 @@ def fit(
     iterations: int = 2000,
     init: str = "grid",
     seed: int = 0,
-    lr_position: float = 0.02,
-    lr_covariance: float = 0.02,
+    lr_position: float = 0.05,
+    lr_covariance: float = 0.05,
     lr_color: float = 0.01,
     lr_final_ratio: float = 0.1,
     l1_color: float = 0.0,
@@ -193,6 +208,10 @@ def fit(
       the same inputs and seed always give the same splats, whatever the batch
       composition or thread count.
     - ``threads``: CPU threads (0 = all).
+    - ``device``: ``"auto"`` (CUDA when a device is present, else the CPU),
+      ``"cpu"`` or ``"cuda"`` (a clear RuntimeError when there is none). The
+      CUDA fit follows the same algorithm and agrees with the CPU's to float
+      rounding (not bit for bit: its gradients are summed with atomics).
 
     With ``return_stats=True`` returns ``(splats, stats)`` where ``stats`` holds
     per image ``psnr`` (dB, 8-bit render vs input), ``iterations`` and
@@ -219,7 +238,7 @@ def fit(
                 f"n_splats={n_splats} exceeds the pixel count of images[{i}] "
                 f"({img.shape[1]}x{img.shape[0]})"
             )
-    _check_device(device)
+    backend = _resolve_device(device)
 
     opts = _core.FitOptions()
     opts.n_splats = int(n_splats)
@@ -235,7 +254,8 @@ def fit(
     opts.prune_every = int(prune_every)
     opts.threads = int(threads)
 
-    results = _core.fit(image_list, opts)
+    run = _core._cuda_fit if backend == "cuda" else _core.fit
+    results = run(image_list, opts)
     splats = [
         Splats.from_array(params, img.shape[1], img.shape[0])
         for (params, _), img in zip(results, image_list)

@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` (encode the sample image, decode
+# it, print size and PSNR) and `make test`. Each sets up .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SOURCES := pyproject.toml CMakeLists.txt $(shell find cpp cuda src -type f -not -name '*.pyc' 2>/dev/null)
+
+.PHONY: demo test bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# The codec alone: numpy, pillow, zstandard (no torch).
+$(VENV)/.core: $(PY) $(SOURCES)
+	$(PY) -m pip install -q .
+	touch $@
+
+# Tests also need the dev and clip extras (torch + open_clip_torch).
+$(VENV)/.dev: $(VENV)/.core
+	$(PY) -m pip install -q ".[dev,clip]"
+	touch $@
+
+demo: $(VENV)/.core
+	$(PY) examples/demo.py
+
+test: $(VENV)/.dev
+	$(PY) -m pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf build $(VENV)
