@@ -101,6 +101,18 @@ GS_HD void pixel_range(T centre, T extent, int size, int* lo, int* hi) {
   *hi = last > T(size - 1) ? size - 1 : int(last);
 }
 
+// Inclusive pixel box [x0, x1] x [y0, y1] of the splat's cutoff ellipse in a
+// width x height image (empty when x0 > x1 or y0 > y1): the exact set of pixels
+// at which every backend evaluates the splat.
+template <typename T>
+GS_HD void cutoff_pixel_box(const PixelSplat<T>& s, int width, int height, int* x0, int* x1,
+                            int* y0, int* y1) {
+  T ex, ey;
+  cutoff_extent(s, &ex, &ey);
+  pixel_range(s.mx, ex, width, x0, x1);
+  pixel_range(s.my, ey, height, y0, y1);
+}
+
 // Mahalanobis power q of the offset (dx, dy) from the splat's mean; also returns
 // the whitened coordinates y1, y2 that the backward pass reuses.
 template <typename T>
