@@ -16,6 +16,13 @@
 
 namespace py = pybind11;
 
+#ifdef GSCODEC_WITH_CUDA
+namespace gs::gpu {  // cuda/bindings_cuda.cpp
+void register_bindings(py::module_& m);
+void add_backend_info(py::dict& d);
+}  // namespace gs::gpu
+#endif
+
 namespace {
 
 constexpr long long kMaxPixels = 1LL << 28;
@@ -49,11 +56,8 @@ py::array interleave(const std::vector<T>& planar, int width, int height, Conver
 }
 
 std::vector<float> render_planar(const float* rows, size_t n, int width, int height, bool parallel) {
-  std::vector<gs::PixelSplat<float>> splats(n);
-  for (size_t i = 0; i < n; ++i)
-    splats[i] = gs::to_pixel_splat(rows + i * gs::kParamsPerSplat, float(width), float(height));
   std::vector<float> planar(size_t(3) * width * height);
-  gs::cpu::render_image(splats, width, height, planar.data(), parallel);
+  gs::cpu::render_normalized(rows, n, width, height, planar.data(), parallel);
   return planar;
 }
 
@@ -169,9 +173,14 @@ PYBIND11_MODULE(_core, m) {
   m.def("backends", [] {
     py::dict d;
     d["cpu"] = true;
+#ifdef GSCODEC_WITH_CUDA
+    gs::gpu::add_backend_info(d);  // cuda_compiled, cuda_available, cuda_device, ...
+#else
     d["cuda_compiled"] = false;
     d["cuda_available"] = false;
+#endif
     d["cpu_threads"] = omp_get_max_threads();
+    d["cpu_isa"] = gs::cpu::active_isa();
     return d;
   }, "Which backends were compiled in and which are usable now.");
 
@@ -202,4 +211,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("_render_px_f64", &render_px_f64);
   m.def("_render_backward_px_f64", &render_backward_px_f64);
   m.def("_l2_loss_and_grad_f64", &l2_loss_and_grad_f64);
+#ifdef GSCODEC_WITH_CUDA
+  gs::gpu::register_bindings(m);  // _cuda_fit, _cuda_render_batch and the CUDA test hooks
+#endif
 }

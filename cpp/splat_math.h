@@ -24,7 +24,16 @@
 #define GS_HD inline
 #endif
 
+// The CPU kernels are compiled once per instruction set (see CMakeLists.txt);
+// GS_ISA names a namespace around all inline code of one build, so that the
+// builds' copies of a function (same source, different instructions) never
+// merge at link time. Everything is reachable as gs::name all the same.
+#ifndef GS_ISA
+#define GS_ISA generic
+#endif
+
 namespace gs {
+namespace GS_ISA {
 
 // Weights below 1/255 are dropped: q <= 2 ln 255 (about 3.33 sigma).
 constexpr float kPowerCutoff = 11.082527f;  // 2 * ln(255), rounded to float
@@ -208,4 +217,6 @@ GS_HD uint8_t to_u8(float v) {
   return static_cast<uint8_t>(v * 255.f + 0.5f);
 }
 
+}  // namespace GS_ISA
+using namespace GS_ISA;
 }  // namespace gs

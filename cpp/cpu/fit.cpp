@@ -1,32 +1,21 @@
-#include "fit.h"
-
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <numeric>
 #include <random>
+#include <vector>
+
+#include "isa_target.h"  // after the standard headers, before the kernels
 
 #include "../splat_math.h"
+#include "fit.h"
 #include "render.h"
 
-namespace gs::cpu {
-
-template <typename T>
-T l2_loss_and_grad(const T* render, const T* target, size_t count, T* grad, bool parallel) {
-  double sum = 0;
-  const T scale = T(2) / T(count);
-#pragma omp parallel for reduction(+ : sum) schedule(static) if (parallel)
-  for (long long k = 0; k < static_cast<long long>(count); ++k) {
-    const T v = render[k];
-    const T r = (v > T(0) ? (v < T(1) ? v : T(1)) : T(0)) - target[k];
-    sum += double(r) * double(r);
-    grad[k] = scale * r;
-  }
-  return T(sum / double(count));
-}
-template float l2_loss_and_grad(const float*, const float*, size_t, float*, bool);
-template double l2_loss_and_grad(const double*, const double*, size_t, double*, bool);
+namespace gs::cpu::GS_ISA {
 
 namespace {
 
@@ -306,4 +295,4 @@ std::vector<FitResult> fit_batch(const std::vector<ImageView>& images, const Fit
   return results;
 }
 
-}  // namespace gs::cpu
+}  // namespace gs::cpu::GS_ISA

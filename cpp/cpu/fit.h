@@ -1,6 +1,10 @@
-// CPU fitting loop: structured (or random) initialization, forward, L2 loss with
-// an optional L1 colour penalty, analytic backward, Adam with per-group learning
-// rates and a cosine schedule, luminance-aware pruning. No Python per iteration.
+// CPU backend entry points: fitting (structured or random initialization,
+// forward, L2 loss with an optional L1 colour penalty, analytic backward, Adam
+// with per-group learning rates and a cosine schedule, luminance-aware pruning;
+// no Python per iteration) and the decode render.
+//
+// fit.cpp and decode.cpp are compiled once per instruction set (namespaces
+// generic and, on x86-64, avx2); dispatch.cpp picks one at run time.
 #pragma once
 
 #include <cstddef>
@@ -19,11 +23,23 @@ struct ImageView {
 // Fits every image; results are independent of batch composition and thread count.
 std::vector<FitResult> fit_batch(const std::vector<ImageView>& images, const FitOptions& opts);
 
-// The loss used by the fit: mean squared error of the clamped render against the
-// target, over pixels and channels. Its image gradient passes straight through the
-// clamp (2 * (clamp(out) - target) / count), which still pulls overshooting pixels
-// back into range. render/target/grad are planar 3 x H x W. Returns the MSE.
-template <typename T>
-T l2_loss_and_grad(const T* render, const T* target, size_t count, T* grad, bool parallel);
+// Renders n normalized splat rows (N x 8) into planar 3 x H x W floats.
+void render_normalized(const float* rows, size_t n, int width, int height, float* planar,
+                       bool parallel);
+
+// The instruction set in use: "avx2" or "generic". GSCODEC_CPU_ISA=generic in
+// the environment forces the generic build (for comparing the two).
+const char* active_isa();
+
+#define GS_DECLARE_CPU_ISA(isa)                                                            \
+  namespace isa {                                                                          \
+  std::vector<FitResult> fit_batch(const std::vector<ImageView>& images,                   \
+                                   const FitOptions& opts);                                \
+  void render_normalized(const float* rows, size_t n, int width, int height, float* planar, \
+                         bool parallel);                                                   \
+  }
+GS_DECLARE_CPU_ISA(generic)
+GS_DECLARE_CPU_ISA(avx2)
+#undef GS_DECLARE_CPU_ISA
 
 }  // namespace gs::cpu
