@@ -79,7 +79,8 @@ py::list render_batch(const std::vector<CArray<float>>& params, const std::vecto
     const bool per_image = b >= omp_get_max_threads() && b > 1;
 #pragma omp parallel for schedule(dynamic, 1) if (per_image)
     for (int i = 0; i < b; ++i)
-      planar[i] = render_planar(rows[i], counts[i], widths[i], heights[i], !per_image);
+      planar[i] = render_planar(rows[i], counts[i], widths[i], heights[i],
+                                !per_image && gs::cpu::worth_a_thread_team(widths[i], heights[i]));
   }
   py::list out;
   for (int i = 0; i < b; ++i) {

@@ -282,14 +282,19 @@ std::vector<FitResult> fit_batch(const std::vector<ImageView>& images, const Fit
   const int threads = opts.threads > 0 ? opts.threads : omp_get_max_threads();
   std::vector<FitResult> results(b);
   // Enough images: one image per thread. Otherwise: one image at a time, each
-  // using every thread. Both give bit-identical results (see render.h).
+  // using every thread if it is large enough to pay for the per-stage barriers
+  // (on a busy machine a small image fitted by a thread team is hundreds of
+  // times slower than by one thread). All give bit-identical results (render.h).
   if (b >= threads && threads > 1) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (int i = 0; i < b; ++i) results[i] = Fitter(images[i], opts, false).run();
   } else {
     const int saved = omp_get_max_threads();
     omp_set_num_threads(threads);
-    for (int i = 0; i < b; ++i) results[i] = Fitter(images[i], opts, threads > 1).run();
+    for (int i = 0; i < b; ++i) {
+      const bool team = threads > 1 && worth_a_thread_team(images[i].width, images[i].height);
+      results[i] = Fitter(images[i], opts, team).run();
+    }
     omp_set_num_threads(saved);
   }
   return results;

@@ -20,6 +20,13 @@ struct ImageView {
   int width, height;
 };
 
+// Below this many pixels an image is fitted or rendered by one thread: a thread
+// team's barriers cost more than they save (far more on an oversubscribed CPU).
+constexpr long long kMinPixelsForThreadTeam = 128 * 128;
+inline bool worth_a_thread_team(int width, int height) {
+  return static_cast<long long>(width) * height >= kMinPixelsForThreadTeam;
+}
+
 // Fits every image; results are independent of batch composition and thread count.
 std::vector<FitResult> fit_batch(const std::vector<ImageView>& images, const FitOptions& opts);
 

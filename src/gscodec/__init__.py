@@ -10,3 +10,11 @@ from .splats import Splats
 
 __all__ = ["Splats", "fit", "render", "render_batch", "backends", "MAX_SPLATS", "MAX_ITERATIONS"]
 __version__ = "0.1.0"
+
+# The .gsi format and the PIL-style API; importing pil_plugin registers the
+# Pillow plugin ("GSI", .gsi, image/x-gsi).
+from . import pil_plugin as _pil_plugin  # noqa: E402,F401
+from .errors import GSIError  # noqa: E402
+from .image import GSImage, decode, encode, open  # noqa: E402,A004
+
+__all__ += ["open", "encode", "decode", "GSImage", "GSIError"]

@@ -1,0 +1,251 @@
+"""The ``gscodec`` command line: ``encode``, ``decode``, ``info`` and
+``encode-dataset`` (registered by `gscodec.datasets.cli`).
+
+Every subcommand is an argparse subparser whose ``func`` default takes the
+parsed arguments and returns the exit status; a ``func`` may raise `GSIError`,
+`OSError` or `ValueError`, which `main` prints as one line (no traceback) with
+exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence, TextIO
+
+import numpy as np
+from PIL import Image
+
+from . import __version__
+from . import format as fmt
+from . import image as gsimage
+from .datasets.cli import register as register_encode_dataset
+from .errors import GSIError
+from .quantize import PRESETS
+
+__all__ = ["build_parser", "main"]
+
+
+class Progress:
+    """One-line progress on stderr: rewritten in place on a terminal, one line
+    per finished item otherwise; silent when ``quiet``."""
+
+    def __init__(self, total: int, quiet: bool = False, stream: TextIO | None = None) -> None:
+        self.total = total
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+
+    def start(self, index: int, message: str) -> None:
+        """Show that item ``index`` (0-based) is under way (terminals only)."""
+        if not self.quiet and self.tty:
+            self.stream.write(f"\r\x1b[K[{index + 1}/{self.total}] {message}")
+            self.stream.flush()
+
+    def done(self, index: int, message: str) -> None:
+        """Report item ``index`` as finished."""
+        if not self.quiet:
+            prefix = "\r\x1b[K" if self.tty else ""
+            self.stream.write(f"{prefix}[{index + 1}/{self.total}] {message}\n")
+            self.stream.flush()
+
+
+def _check_output(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise FileExistsError(f"output {str(path)!r} exists (use --force to overwrite)")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output directory {str(path.parent)!r} does not exist")
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def _encode_outputs(args: argparse.Namespace) -> list[Path]:
+    inputs = [Path(p) for p in args.inputs]
+    if args.output is not None:
+        if len(inputs) != 1:
+            raise ValueError("-o/--output takes one input; use --out-dir for several")
+        outputs = [Path(args.output)]
+    elif args.out_dir is not None:
+        out_dir = Path(args.out_dir)
+        if not out_dir.is_dir():
+            raise FileNotFoundError(f"output directory {str(out_dir)!r} does not exist")
+        outputs = [out_dir / (p.stem + fmt.EXTENSION) for p in inputs]
+    else:
+        outputs = [p.with_suffix(fmt.EXTENSION) for p in inputs]
+    seen: dict[Path, Path] = {}
+    for src, dst in zip(inputs, outputs):
+        if dst in seen:
+            raise ValueError(f"inputs {str(seen[dst])!r} and {str(src)!r} would both be "
+                             f"written to {str(dst)!r}")
+        seen[dst] = src
+    return outputs
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    outputs = _encode_outputs(args)
+    for dst in outputs:
+        _check_output(dst, args.force)
+    progress = Progress(len(outputs), args.quiet)
+    failed = 0
+    for i, (src, dst) in enumerate(zip(args.inputs, outputs)):
+        progress.start(i, f"{src}: encoding")
+        t0 = time.perf_counter()
+        try:
+            pixels = gsimage.load_image(src)
+            gsi = gsimage.encode(pixels, n_splats=args.splats, bpp=args.bpp,
+                                 iterations=args.iterations, precision=args.precision,
+                                 device=args.device)
+            gsi.save(dst)
+            psnr = _psnr(gsi.render(), pixels)
+        except (GSIError, OSError, ValueError, RuntimeError) as e:
+            failed += 1
+            progress.done(i, f"{src}: failed")
+            print(f"gscodec: error: {src}: {e}", file=sys.stderr)
+            continue
+        info = gsi.info
+        progress.done(i, f"{src} -> {dst}: {info['n_splats']} splats, {info['bpp']:.3f} bpp, "
+                         f"{psnr:.2f} dB, {time.perf_counter() - t0:.1f} s")
+    return 1 if failed else 0
+
+
+def _decode_size(args: argparse.Namespace, width: int, height: int) -> tuple[int, int]:
+    if args.width is not None:
+        return args.width, max(1, round(args.width * height / width))
+    if args.height is not None:
+        return max(1, round(args.height * width / height)), args.height
+    if args.scale is not None:
+        return max(1, round(width * args.scale)), max(1, round(height * args.scale))
+    return width, height
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    src = Path(args.input)
+    dst = Path(args.output) if args.output else src.with_suffix(".png")
+    ext = dst.suffix.lower()
+    out_format = Image.registered_extensions().get(ext)
+    if out_format is None or out_format not in Image.SAVE:
+        raise ValueError(f"cannot write {str(dst)!r}: no image format for extension "
+                         f"{ext or '(none)'!r}")
+    _check_output(dst, args.force)
+    progress = Progress(1, args.quiet)
+    progress.start(0, f"{src}: decoding")
+    t0 = time.perf_counter()
+    with gsimage.open(src) as gsi:
+        size = _decode_size(args, gsi.width, gsi.height)
+        picture = gsi.to_pil(size)
+    with fmt.atomic_path(dst) as tmp:
+        picture.save(tmp, format=out_format)
+    progress.done(0, f"{src} -> {dst}: {size[0]}x{size[1]}, "
+                     f"{(time.perf_counter() - t0) * 1000:.0f} ms")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    with gsimage.open(args.input) as gsi:
+        info = gsi.info
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{args.input}: GSI {info['version']}, {info['width']}x{info['height']}, "
+          f"{info['n_splats']} splats, {info['precision']}")
+    bps = info["bits_per_splat"]
+    print(f"  {info['file_bytes']} bytes, {bps:.1f} bits/splat, {info['bpp']:.4f} bpp"
+          if bps is not None else f"  {info['file_bytes']} bytes, {info['bpp']:.4f} bpp")
+    for name, field in info.get("fields", {}).items():
+        print(f"  {name:>3}: {field['bits']:2d} bits {field['transform']:<6} "
+              f"[{field['lo']:.6g}, {field['hi']:.6g}]")
+    for key, value in info["metadata"].items():
+        print(f"  {key}: {value}")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``gscodec`` argument parser, with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="gscodec", description="Encode images as 2D Gaussian splats (.gsi) and back.")
+    parser.add_argument("--version", action="version", version=f"gscodec {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    enc = subparsers.add_parser("encode", help="fit images into .gsi files",
+                                description="Fit images into .gsi files.")
+    enc.add_argument("inputs", nargs="+", metavar="IN", help="input images")
+    where = enc.add_mutually_exclusive_group()
+    where.add_argument("-o", "--output", metavar="OUT", help="output file (one input only)")
+    where.add_argument("--out-dir", metavar="DIR", help="directory for the outputs (must exist)")
+    rate = enc.add_mutually_exclusive_group()
+    rate.add_argument("--splats", type=_positive_int, metavar="N",
+                      help="number of splats (default: one per 64 pixels)")
+    rate.add_argument("--bpp", type=_positive_float, metavar="B",
+                      help="target file size in bits per pixel (within 10%%)")
+    enc.add_argument("--iterations", type=_positive_int, default=2000, metavar="K",
+                     help="optimizer steps per fit (default 2000)")
+    enc.add_argument("--precision", default=None, metavar="P",
+                     help=f"fp32, fp16, {', '.join(PRESETS)} or q:<spec> (default "
+                          f"{gsimage.DEFAULT_PRECISION})")
+    enc.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    enc.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    enc.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    enc.set_defaults(func=_cmd_encode)
+
+    dec = subparsers.add_parser("decode", help="render a .gsi file to an image",
+                                description="Render a .gsi file to an image (format from "
+                                            "the output extension).")
+    dec.add_argument("input", metavar="IN.gsi")
+    dec.add_argument("-o", "--output", metavar="OUT", help="output image (default IN.png)")
+    size = dec.add_mutually_exclusive_group()
+    size.add_argument("--width", type=_positive_int, metavar="W", help="output width")
+    size.add_argument("--height", type=_positive_int, metavar="H", help="output height")
+    size.add_argument("--scale", type=_positive_float, metavar="S", help="scale factor")
+    dec.add_argument("--force", action="store_true", help="overwrite an existing output")
+    dec.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    dec.set_defaults(func=_cmd_decode)
+
+    inf = subparsers.add_parser("info", help="describe a .gsi file",
+                                description="Describe a .gsi file (header, bits per splat).")
+    inf.add_argument("input", metavar="IN.gsi")
+    inf.add_argument("--json", action="store_true", help="print JSON")
+    inf.set_defaults(func=_cmd_info)
+
+    register_encode_dataset(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 1 error, 2 usage, 130 ^C)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args))
+    except (GSIError, OSError, ValueError, RuntimeError) as e:
+        print(f"gscodec: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("gscodec: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

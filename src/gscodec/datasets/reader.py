@@ -1,0 +1,146 @@
+"""Reading shards back: webdataset-style samples, with ``.gsi`` decoded to `Splats`.
+
+Works on any webdataset tar (the ``.gsi`` shards written by `encode_dataset`
+and plain image shards alike) and needs no torch; ``gscodec.clip`` wraps
+`GSIShardDataset` in a torch ``IterableDataset``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Any, Iterator, Sequence
+
+from gscodec import format as gsi_format
+from gscodec.errors import GSIError
+
+from .sources import expand_paths, iter_tar_groups
+
+__all__ = ["iter_samples", "GSIShardDataset", "expand_shards"]
+
+logger = logging.getLogger("gscodec.datasets")
+
+
+def expand_shards(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """Shard paths from paths, globs and ``{00000..00009}`` ranges.
+
+    A directory stands for the ``*.tar`` shards in it (sorted).
+    """
+    shards: list[str] = []
+    for path in expand_paths(paths):
+        if os.path.isdir(path):
+            found = sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith(".tar"))
+            if not found:
+                raise FileNotFoundError(f"shard folder {path!r} holds no .tar files")
+            shards += found
+        else:
+            shards.append(path)
+    return shards
+
+
+def _split(shards: list[str], rank: int | None, world_size: int | None) -> list[str]:
+    if rank is None and world_size is None:
+        return shards
+    if rank is None or world_size is None:
+        raise ValueError("give both rank and world_size, or neither")
+    if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int)
+            and 0 <= rank < world_size):
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank} world_size={world_size}")
+    return shards[rank::world_size]
+
+
+def _samples(shards: list[str], decode_gsi: bool, on_error: str) -> Iterator[dict[str, Any]]:
+    for shard in shards:
+        for key, files in iter_tar_groups(shard):
+            sample: dict[str, Any] = {"__key__": key, "__shard__": shard, **files}
+            if decode_gsi and "gsi" in files:
+                try:
+                    sample["gsi"] = gsi_format.loads(files["gsi"])
+                except GSIError as exc:
+                    if on_error == "raise":
+                        raise GSIError(f"{shard}: sample {key!r}: {exc}") from exc
+                    logger.warning("%s: skipped sample %r: %s", shard, key, exc)
+                    continue
+            yield sample
+
+
+def iter_samples(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    decode_gsi: bool = True,
+    shuffle: bool = False,
+    seed: int = 0,
+    rank: int | None = None,
+    world_size: int | None = None,
+    buffer_size: int = 1000,
+    on_error: str = "raise",
+) -> Iterator[dict[str, Any]]:
+    """Yield one dict per sample from webdataset tar shards.
+
+    ``paths``: shard paths, globs, ``{00000..00009}`` ranges, or folders of
+    ``*.tar``. Each sample is ``{"__key__": key, "__shard__": shard path,
+    EXT: bytes, ...}`` for its tar members ``key.EXT`` (``"jpg"``, ``"cls"``,
+    ``"txt"``, ``"json"``, ...), except that with ``decode_gsi`` the ``"gsi"``
+    entry is the decoded `gscodec.Splats` (raw bytes otherwise).
+
+    ``shuffle``: shuffle the shard order and the samples through a buffer of
+    ``buffer_size``, reproducibly from ``seed`` (change the seed per epoch).
+    ``rank``/``world_size``: read only shards ``rank, rank + world_size, ...``
+    (split by shard, before shuffling the order, so ranks never overlap).
+    ``on_error="skip"`` logs and skips samples whose ``.gsi`` fails to decode
+    instead of raising `GSIError`.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
+        raise ValueError(f"buffer_size must be a positive int, got {buffer_size!r}")
+    # Checked now, not at the first next(): errors point at the call.
+    shards = _split(expand_shards(paths), rank, world_size)
+    if not shuffle:
+        return _samples(shards, decode_gsi, on_error)
+    rng = random.Random(seed)
+    rng.shuffle(shards)
+    return _buffer_shuffle(_samples(shards, decode_gsi, on_error), rng, buffer_size)
+
+
+def _buffer_shuffle(samples: Iterator[dict[str, Any]], rng: random.Random,
+                    buffer_size: int) -> Iterator[dict[str, Any]]:
+    """Shuffle a stream through a buffer: each output is a random buffered sample."""
+    buffer: list[dict[str, Any]] = []
+    for sample in samples:
+        if len(buffer) < buffer_size:
+            buffer.append(sample)
+            continue
+        index = rng.randrange(len(buffer))
+        buffer[index], sample = sample, buffer[index]
+        yield sample
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+class GSIShardDataset:
+    """An iterable over webdataset shards; each pass calls `iter_samples`.
+
+    ``GSIShardDataset(paths, **options)`` takes the options of `iter_samples`.
+    With ``shuffle=True`` each epoch reshuffles when `set_epoch` is called
+    (the seed used is ``seed + epoch``), as with a DistributedSampler.
+    """
+
+    def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], **options: Any):
+        self.shards = expand_shards(paths)
+        self.options = dict(options)
+        self.epoch = 0
+        iter_samples(self.shards, **self.options)  # validates the options now
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use a different shuffle for each epoch."""
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        options = dict(self.options)
+        options["seed"] = options.get("seed", 0) + self.epoch
+        return iter_samples(self.shards, **options)
+
+    def __repr__(self) -> str:
+        return f"GSIShardDataset({len(self.shards)} shards, {self.options})"

@@ -1,0 +1,514 @@
+"""Read and write .gsi v1 files (the container specified in docs/format.md).
+
+A file is an 8-byte signature, a 2-byte version and a sequence of chunks
+(length, type, data, CRC-32), PNG style: ``HEAD`` (size, splat count,
+precision), optional ``meta`` (key/value strings), ``DATA`` (the splats: byte
+planes of per-field columns, one zstd frame) and ``DONE``.
+
+Public entry points: `dumps` / `loads` (bytes), `write_file` / `read_file`
+(paths; writes are atomic), `read_header` / `read_payload` /
+`decode_payload` (streams, for lazy readers) and `atomic_path` (temp file + rename for any writer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import secrets
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterator, Mapping
+
+import numpy as np
+import zstandard
+
+from . import quantize as q
+from .engine import MAX_SPLATS
+from .errors import GSIError
+from .splats import FIELDS, Splats
+
+__all__ = [
+    "MAGIC",
+    "VERSION",
+    "MIME_TYPE",
+    "EXTENSION",
+    "Header",
+    "dumps",
+    "loads",
+    "write_file",
+    "read_file",
+    "read_header",
+    "read_payload",
+    "decode_payload",
+    "atomic_path",
+    "atomic_write",
+]
+
+#: File signature: non-ASCII first byte, "GSI", CR LF, ^Z, LF (catches text-mode
+#: transfers, like PNG's).
+MAGIC = b"\x89GSI\r\n\x1a\n"
+#: (major, minor) version this module writes and reads.
+VERSION = (1, 0)
+MIME_TYPE = "image/x-gsi"
+EXTENSION = ".gsi"
+
+#: Limits a reader enforces before allocating anything (docs/format.md, "Limits").
+MAX_HEAD_BYTES = 4096
+MAX_META_BYTES = 1 << 20
+MAX_ANCILLARY_BYTES = 16 << 20
+#: zstd window a reader accepts (the writer's frames need far less).
+MAX_WINDOW = 1 << 27
+#: Compression level of the writer (payloads are small: speed does not matter).
+ZSTD_LEVEL = 19
+_TRY_ONE_BLOCK_BELOW = 1 << 16
+
+# Largest t with exp(t) finite in float32 (a LOG range must stay below it).
+_LOG_FLOAT32_MAX = float(np.log(np.finfo(np.float32).max))
+_HEAD_FIXED = struct.Struct("<HHIB")  # width, height, n_splats, mode
+_FIELD_DESC = struct.Struct("<BBff")  # bits, transform, lo, hi
+_CHUNK = struct.Struct("<I4s")  # length, type
+_U32 = struct.Struct("<I")
+
+
+def _head_size(mode: int) -> int:
+    return _HEAD_FIXED.size + (8 * _FIELD_DESC.size if mode == q.MODE_QUANT else 0)
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything a reader learns before decoding the payload.
+
+    ``data_offset`` / ``data_length`` locate the DATA chunk's data (bytes from
+    the start of the file); ``codings`` holds the 8 field codings of a
+    quantized file.
+    """
+
+    version: tuple[int, int]
+    width: int
+    height: int
+    n_splats: int
+    mode: int
+    codings: tuple[q.FieldCoding, ...]
+    metadata: dict[str, str] = field(default_factory=dict)
+    data_offset: int = 0
+    data_length: int = 0
+
+    @property
+    def precision(self) -> str:
+        """``"fp32"``, ``"fp16"`` or the explicit spec of a quantized file
+        (e.g. ``"q:x=12,y=11,l11=7,l21=7,l22=7,r=6,g=6,b=6"``)."""
+        if self.mode != q.MODE_QUANT:
+            return q.MODE_NAMES[self.mode]
+        return "q:" + ",".join(f"{f}={c.bits}" for f, c in zip(FIELDS, self.codings))
+
+    @property
+    def raw_size(self) -> int:
+        """Bytes of the decompressed payload."""
+        return self.n_splats * sum(q.column_widths(self.mode, self.codings))
+
+    def describe(self, file_size: int | None = None) -> dict:
+        """A JSON-ready summary (what ``gscodec info --json`` prints)."""
+        out: dict = {
+            "format": "GSI",
+            "version": f"{self.version[0]}.{self.version[1]}",
+            "width": self.width,
+            "height": self.height,
+            "n_splats": self.n_splats,
+            "precision": self.precision,
+            "payload_bytes": self.data_length,
+        }
+        if self.mode == q.MODE_QUANT:
+            out["fields"] = {
+                f: {"bits": c.bits, "transform": q.TRANSFORM_NAMES[c.transform],
+                    "lo": c.lo, "hi": c.hi}
+                for f, c in zip(FIELDS, self.codings)
+            }
+        if file_size is not None:
+            out["file_bytes"] = file_size
+            out["bits_per_splat"] = file_size * 8 / self.n_splats if self.n_splats else None
+            out["bpp"] = file_size * 8 / (self.width * self.height)
+        out["metadata"] = dict(self.metadata)
+        return out
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return _CHUNK.pack(len(data), kind) + data + _U32.pack(zlib.crc32(kind + data))
+
+
+def _byte_planes(values: np.ndarray, width: int) -> list[bytes]:
+    # Values split into `width` planes, least significant byte first: the
+    # bytes of one significance share statistics that zstd's literal coder
+    # exploits.
+    if values.dtype.kind == "f":
+        values = values.view(f"u{values.dtype.itemsize}")  # the IEEE bit pattern
+    u = values.astype(np.uint64)
+    return [((u >> np.uint64(8 * j)) & np.uint64(0xFF)).astype(np.uint8).tobytes()
+            for j in range(width)]
+
+
+def _compress(planes: list[bytes]) -> bytes:
+    """One zstd frame (with its content size) holding the planes in order."""
+    raw_size = sum(len(p) for p in planes)
+    zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
+    # A block per plane gives each plane its own Huffman table (about 10%
+    # smaller on real splats); tiny payloads do better in one block, so those
+    # try both and keep the smaller. Either is one ordinary zstd frame.
+    zobj = zc.compressobj(size=raw_size)
+    frame = b"".join(zobj.compress(p) + zobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+                     for p in planes) + zobj.flush()
+    if raw_size <= _TRY_ONE_BLOCK_BELOW:
+        single = zc.compress(b"".join(planes))
+        frame = min(frame, single, key=len)
+    return frame
+
+
+def _encode_meta(metadata: Mapping[str, str]) -> bytes:
+    parts = []
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"metadata keys and values must be str, got "
+                            f"{type(key).__name__}: {type(value).__name__}")
+        k, v = key.encode("utf-8"), value.encode("utf-8")
+        if not 1 <= len(k) <= 255:
+            raise ValueError(f"metadata key {key!r} must be 1..255 bytes of UTF-8")
+        parts.append(struct.pack("<H", len(k)) + k + _U32.pack(len(v)) + v)
+    data = b"".join(parts)
+    if len(data) > MAX_META_BYTES:
+        raise ValueError(f"metadata is {len(data)} bytes, more than {MAX_META_BYTES}")
+    return data
+
+
+def dumps(splats: Splats, *, precision: str = "fp16",
+          metadata: Mapping[str, str] | None = None) -> bytes:
+    """Serialize ``splats`` to the bytes of a .gsi file.
+
+    ``precision``: ``"fp32"`` (lossless), ``"fp16"``, a quantized preset
+    (``"q6"``, ``"q7"``, ``"q8"``, ``"q10"``) or an explicit ``"q:..."`` spec (see
+    `gscodec.quantize.parse_precision`). ``metadata``: optional string
+    key/value pairs stored in a ``meta`` chunk. Lossy modes reorder the
+    splats (Morton order); `gscodec.quantize.roundtrip` gives what `loads`
+    will return.
+    """
+    if not isinstance(splats, Splats):
+        raise TypeError(f"splats must be gscodec.Splats, got {type(splats).__name__}")
+    if len(splats) > MAX_SPLATS:
+        raise ValueError(f"{len(splats)} splats is more than a .gsi holds ({MAX_SPLATS})")
+    cols = q.prepare(splats, precision)
+    head = _HEAD_FIXED.pack(splats.width, splats.height, len(splats), cols.mode)
+    for c in cols.codings:
+        head += _FIELD_DESC.pack(c.bits, c.transform, c.lo, c.hi)
+    payload = _compress([p for a, w in zip(cols.arrays, cols.widths)
+                         for p in _byte_planes(a, w)])
+    out = [MAGIC, bytes(VERSION), _chunk(b"HEAD", head)]
+    if metadata:
+        out.append(_chunk(b"meta", _encode_meta(metadata)))
+    out += [_chunk(b"DATA", payload), _chunk(b"DONE", b"")]
+    return b"".join(out)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` when the
+    block succeeds, delete it when it raises: readers never see a partial file.
+
+    The temporary name keeps ``path``'s suffix so writers that pick a format
+    by extension (Pillow) still do.
+    """
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"{path}: output directory {str(parent)!r} does not exist")
+    tmp = parent / f".{path.name}.tmp-{secrets.token_hex(4)}{path.suffix}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_file(path: str | os.PathLike, splats: Splats, *, precision: str = "fp16",
+               metadata: Mapping[str, str] | None = None) -> None:
+    """Write ``splats`` to the .gsi file ``path`` (atomically; see `dumps`)."""
+    atomic_write(path, dumps(splats, precision=precision, metadata=metadata))
+
+
+# ---------------------------------------------------------------- reading
+
+
+class _Stream:
+    """Exact reads with offsets for messages (works on non-seekable files)."""
+
+    def __init__(self, fp: BinaryIO, name: str, offset: int = 0) -> None:
+        self.fp = fp
+        self.name = name
+        self.offset = offset
+
+    def error(self, offset: int, message: str) -> GSIError:
+        return GSIError(f"{self.name}: offset {offset}: {message}")
+
+    def read(self, n: int, what: str) -> bytes:
+        data = self.fp.read(n)
+        if data is None or len(data) != n:
+            got = 0 if data is None else len(data)
+            raise self.error(self.offset, f"file is truncated: {what} needs {n} bytes, "
+                                          f"only {got} left")
+        self.offset += n
+        return data
+
+    def chunk(self, limit: int | None = None) -> tuple[int, bytes, int]:
+        """Read a chunk's length and type: ``(offset, type, length)``."""
+        start = self.offset
+        length, kind = _CHUNK.unpack(self.read(_CHUNK.size, "a chunk header"))
+        if not all(65 <= c <= 90 or 97 <= c <= 122 for c in kind):
+            raise self.error(start, f"invalid chunk type {kind!r} (not 4 ASCII letters)")
+        if limit is not None and length > limit:
+            raise self.error(start, f"chunk {kind.decode()!r} declares {length} bytes, "
+                                    f"more than the limit of {limit}")
+        return start, kind, length
+
+    def chunk_data(self, start: int, kind: bytes, length: int) -> bytes:
+        """Read a chunk's data and CRC and check the CRC."""
+        data = self.read(length, f"chunk {kind.decode()!r}")
+        (stored,) = _U32.unpack(self.read(4, f"the CRC of chunk {kind.decode()!r}"))
+        computed = zlib.crc32(kind + data)
+        if stored != computed:
+            raise self.error(start, f"chunk {kind.decode()!r}: CRC mismatch (stored "
+                                    f"0x{stored:08x}, computed 0x{computed:08x}); "
+                                    "the file is corrupt")
+        return data
+
+
+def _is_critical(kind: bytes) -> bool:
+    return 65 <= kind[0] <= 90  # upper-case first letter, as in PNG
+
+
+def _parse_head(s: _Stream, start: int, data: bytes, minor: int) -> tuple:
+    where = f"chunk 'HEAD' at offset {start}"
+    if len(data) < _HEAD_FIXED.size:
+        raise s.error(start, f"{where} is {len(data)} bytes, needs at least {_HEAD_FIXED.size}")
+    width, height, n, mode = _HEAD_FIXED.unpack_from(data)
+    base = start + _CHUNK.size
+    if width == 0 or height == 0:
+        raise s.error(base, f"HEAD: reference size {width}x{height} is empty")
+    if n > MAX_SPLATS:
+        raise s.error(base + 4, f"HEAD: splat count {n} exceeds the limit of {MAX_SPLATS}")
+    if mode not in q.MODE_NAMES:
+        raise s.error(base + 8, f"HEAD: unknown precision mode {mode}")
+    size = _head_size(mode)
+    if len(data) < size or (minor == VERSION[1] and len(data) != size):
+        raise s.error(start, f"{where} is {len(data)} bytes; precision "
+                             f"{q.MODE_NAMES[mode]} needs {size}")
+    codings = []
+    if mode == q.MODE_QUANT:
+        for i, name in enumerate(FIELDS):
+            off = _HEAD_FIXED.size + i * _FIELD_DESC.size
+            bits, transform, lo, hi = _FIELD_DESC.unpack_from(data, off)
+            at = base + off
+            if not 1 <= bits <= q.MAX_BITS:
+                raise s.error(at, f"HEAD: field {name}: bit width {bits} outside 1..{q.MAX_BITS}")
+            if transform not in q.TRANSFORM_NAMES or (i < 2 and transform != q.LINEAR):
+                raise s.error(at + 1, f"HEAD: field {name}: invalid transform {transform}")
+            if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+                raise s.error(at + 2, f"HEAD: field {name}: invalid range [{lo}, {hi}]")
+            if transform == q.LOG and hi > _LOG_FLOAT32_MAX:
+                raise s.error(at + 6, f"HEAD: field {name}: log range end {hi} overflows "
+                                      "float32")
+            codings.append(q.FieldCoding(bits, transform, lo, hi))
+    return width, height, n, mode, tuple(codings)
+
+
+def _parse_meta(s: _Stream, start: int, data: bytes) -> dict[str, str]:
+    meta: dict[str, str] = {}
+    pos = 0
+    base = start + _CHUNK.size
+    while pos < len(data):
+        try:
+            (klen,) = struct.unpack_from("<H", data, pos)
+            key = data[pos + 2:pos + 2 + klen]
+            (vlen,) = _U32.unpack_from(data, pos + 2 + klen)
+        except struct.error:
+            raise s.error(base + pos, "meta: entry runs past the end of the chunk") from None
+        value = data[pos + 6 + klen:pos + 6 + klen + vlen]
+        if not 1 <= klen <= 255:
+            raise s.error(base + pos, f"meta: key length {klen} outside 1..255")
+        if len(key) != klen or len(value) != vlen:
+            raise s.error(base + pos, "meta: entry runs past the end of the chunk")
+        try:
+            k, v = key.decode("utf-8"), value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise s.error(base + pos, "meta: key or value is not valid UTF-8") from None
+        if k in meta:
+            raise s.error(base + pos, f"meta: duplicate key {k!r}")
+        meta[k] = v
+        pos += 6 + klen + vlen
+    return meta
+
+
+def read_header(fp: BinaryIO, name: str = "<stream>") -> Header:
+    """Read the signature, version and chunks up to the start of DATA's data.
+
+    Leaves ``fp`` positioned at the DATA chunk's data; `read_payload` continues
+    from there. Raises `GSIError` for anything malformed.
+    """
+    s = _Stream(fp, name)
+    sig = s.read(len(MAGIC), "the signature")
+    if sig != MAGIC:
+        raise s.error(0, f"not a .gsi file (signature {sig!r}, expected {MAGIC!r})")
+    major, minor = s.read(2, "the version")
+    if major != VERSION[0]:
+        raise s.error(8, f"unsupported major version {major} (this reader supports "
+                         f"{VERSION[0]})")
+    start, kind, length = s.chunk(MAX_HEAD_BYTES)
+    if kind != b"HEAD":
+        raise s.error(start, f"first chunk is {kind.decode()!r}, expected 'HEAD'")
+    width, height, n, mode, codings = _parse_head(s, start, s.chunk_data(start, kind, length),
+                                                  minor)
+    metadata: dict[str, str] = {}
+    seen_meta = False
+    while True:
+        start, kind, length = s.chunk()
+        if kind == b"DATA":
+            break
+        if kind == b"meta":
+            if seen_meta:
+                raise s.error(start, "more than one 'meta' chunk")
+            if length > MAX_META_BYTES:
+                raise s.error(start, f"chunk 'meta' declares {length} bytes, more than the "
+                                     f"limit of {MAX_META_BYTES}")
+            metadata = _parse_meta(s, start, s.chunk_data(start, kind, length))
+            seen_meta = True
+        else:
+            _skip_ancillary(s, start, kind, length, "before 'DATA'")
+    header = Header((major, minor), width, height, n, mode, codings, metadata, s.offset, length)
+    bound = header.raw_size + header.raw_size // 64 + 1024  # above zstd's worst case
+    if length > bound:
+        raise s.error(start, f"chunk 'DATA' declares {length} bytes, more than {bound} for "
+                             f"{n} {header.precision} splats")
+    return header
+
+
+def _skip_ancillary(s: _Stream, start: int, kind: bytes, length: int, where: str) -> None:
+    if kind in (b"HEAD", b"DATA", b"DONE", b"meta") or _is_critical(kind):
+        what = "unexpected" if kind in (b"HEAD", b"DATA", b"DONE", b"meta") else "unknown critical"
+        raise s.error(start, f"{what} chunk {kind.decode()!r} {where}")
+    if length > MAX_ANCILLARY_BYTES:
+        raise s.error(start, f"chunk {kind.decode()!r} declares {length} bytes, more than "
+                             f"the limit of {MAX_ANCILLARY_BYTES}")
+    s.chunk_data(start, kind, length)  # unknown ancillary: checked and skipped
+
+
+def _decompress(s: _Stream, header: Header, payload: bytes) -> bytes:
+    at = header.data_offset
+    expected = header.raw_size
+    try:
+        params = zstandard.get_frame_parameters(payload)
+    except zstandard.ZstdError as e:
+        raise s.error(at, f"DATA: not a zstd frame ({e})") from None
+    if params.content_size != expected:
+        declared = "no size" if params.content_size == zstandard.CONTENTSIZE_UNKNOWN \
+            else f"{params.content_size} bytes"
+        raise s.error(at, f"DATA: zstd frame declares {declared}, expected {expected} for "
+                          f"{header.n_splats} {header.precision} splats")
+    dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+    try:
+        # The declared size bounds this allocation; the second pass (same,
+        # now known-small output) finds bytes after the frame.
+        raw = dctx.decompress(payload)
+        obj = dctx.decompressobj()
+        obj.decompress(payload)
+        rest = obj.unused_data
+    except zstandard.ZstdError as e:
+        raise s.error(at, f"DATA: zstd data is corrupt ({e})") from None
+    if len(raw) != expected:
+        raise s.error(at, f"DATA: decompressed to {len(raw)} bytes, expected {expected}")
+    if rest:
+        raise s.error(at, f"DATA: {len(rest)} bytes after the zstd frame")
+    return raw
+
+
+def _columns(header: Header, raw: bytes) -> q.Columns:
+    n = header.n_splats
+    widths = q.column_widths(header.mode, header.codings)
+    arrays = []
+    pos = 0
+    for w in widths:
+        planes = np.frombuffer(raw, dtype=np.uint8, count=n * w, offset=pos).reshape(w, n)
+        pos += n * w
+        if w in (1, 2, 4):
+            # (n, w) little-endian bytes viewed as one unsigned value per row
+            values = np.ascontiguousarray(planes.T).view(f"<u{w}").reshape(n)
+        else:  # 3-byte Morton differences
+            values = np.zeros(n, dtype=np.uint64)
+            for j in range(w):
+                values |= planes[j].astype(np.uint64) << np.uint64(8 * j)
+        if header.mode == q.MODE_FP32:
+            values = values.view("<f4")
+        elif header.mode == q.MODE_FP16:
+            values = values.view("<f2")
+        arrays.append(values)
+    return q.Columns(header.mode, tuple(arrays), header.codings, widths)
+
+
+def read_payload(fp: BinaryIO, header: Header, name: str = "<stream>") -> tuple[bytes, int]:
+    """Read DATA's data (``fp`` positioned there by `read_header`) and the
+    chunks after it, checking CRCs, order and the end of the file.
+
+    Returns ``(payload, file_size)``: the still-compressed DATA bytes and the
+    offset just past ``DONE``. Raises `GSIError` for anything malformed.
+    """
+    s = _Stream(fp, name, header.data_offset)
+    payload = s.chunk_data(header.data_offset - _CHUNK.size, b"DATA", header.data_length)
+    while True:
+        start, kind, length = s.chunk()
+        if kind == b"DONE":
+            break
+        _skip_ancillary(s, start, kind, length, "after 'DATA'")
+    if length:
+        raise s.error(start, f"chunk 'DONE' has {length} bytes of data, expected none")
+    s.chunk_data(start, kind, 0)
+    if fp.read(1):
+        raise s.error(s.offset, "data after the 'DONE' chunk")
+    return payload, s.offset
+
+
+def decode_payload(header: Header, payload: bytes, name: str = "<stream>") -> Splats:
+    """Decompress and decode DATA's bytes (from `read_payload`) into `Splats`."""
+    s = _Stream(io.BytesIO(), name, header.data_offset)
+    raw = _decompress(s, header, payload)
+    try:
+        return q.restore(_columns(header, raw), header.width, header.height)
+    except ValueError as e:
+        raise s.error(header.data_offset, f"DATA: {e}") from None
+
+
+def loads(data: bytes) -> Splats:
+    """Parse the bytes of a .gsi file into `Splats` (raises `GSIError`)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    fp = io.BytesIO(data)
+    header = read_header(fp, "<bytes>")
+    return decode_payload(header, read_payload(fp, header, "<bytes>")[0], "<bytes>")
+
+
+def read_file(path: str | os.PathLike) -> Splats:
+    """Read the .gsi file at ``path`` (raises `GSIError` or `OSError`)."""
+    with open(path, "rb") as fp:
+        header = read_header(fp, str(path))
+        payload, _ = read_payload(fp, header, str(path))
+    return decode_payload(header, payload, str(path))
