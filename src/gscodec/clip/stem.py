@@ -1,0 +1,188 @@
+"""The GS stem: a padded, masked set of splats -> transformer tokens (paper §5.1).
+
+Per splat: Fourier features of the position, log-scaled covariance and the
+colour; a gated sigmoid linear layer; z-score (layer) normalization. A
+Perceiver resampler (learned latents cross-attending to the splats) turns any
+number of splats into ``n_tokens`` tokens, and a global mean over the splat
+features makes the class token. Everything is permutation-invariant over
+splats and ignores padding (masked rows never reach an output).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["GSStemCfg", "GSStem", "PerceiverResampler", "splat_features", "SPLAT_DIM"]
+
+#: Numbers per splat in the input tensor: x, y, l11, l21, l22, r, g, b (`gscodec.Splats.to_array`).
+SPLAT_DIM = 8
+
+# log() floor for variances: far below any fitted splat (a 1e-4 pixel at 65535 px).
+_MIN_VARIANCE = 1e-20
+
+
+@dataclass
+class GSStemCfg:
+    """Hyper-parameters of `GSStem` (stored in checkpoints as a dict).
+
+    ``n_tokens``: tokens out (196 or 98 for ViT-B-16 in the paper), plus one
+    class token. ``dim``/``depth``/``heads``/``mlp_ratio``: width, layers,
+    heads and MLP ratio of the resampler. ``n_freqs``: Fourier octaves of the
+    position (periods 2, 1, 1/2, ... of the image side).
+    """
+
+    n_tokens: int = 196
+    dim: int = 256
+    depth: int = 2
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    n_freqs: int = 8
+
+    def as_dict(self) -> dict:
+        """The settings as a plain dict (what checkpoints store)."""
+        return asdict(self)
+
+
+def splat_features(splats: torch.Tensor, n_freqs: int) -> torch.Tensor:
+    """Per-splat input features, [..., 8] -> [..., 2 + 4 * n_freqs + 6].
+
+    Position ``(x, y)`` as ``2x - 1, 2y - 1`` and sin/cos at ``n_freqs``
+    octaves; covariance as ``log sigma_x``, ``log sigma_y`` and the
+    correlation ``rho`` (scale-free, so the log carries the size); colour as is.
+    """
+    xy = splats[..., 0:2]
+    l11, l21, l22 = splats[..., 2], splats[..., 3], splats[..., 4]
+    sxx = l11 * l11
+    syy = l21 * l21 + l22 * l22
+    log_sx = 0.5 * torch.log(sxx.clamp_min(_MIN_VARIANCE))
+    log_sy = 0.5 * torch.log(syy.clamp_min(_MIN_VARIANCE))
+    # rho = sxy / (sx sy) = l21 / sqrt(l21^2 + l22^2), as l11 > 0.
+    rho = l21 * torch.rsqrt(syy.clamp_min(_MIN_VARIANCE))
+    freqs = math.pi * 2.0 ** torch.arange(n_freqs, device=splats.device, dtype=splats.dtype)
+    angles = (xy.unsqueeze(-1) * freqs).flatten(-2)
+    return torch.cat(
+        [
+            2 * xy - 1,
+            angles.sin(),
+            angles.cos(),
+            torch.stack([log_sx, log_sy, rho], -1),
+            splats[..., 5:8],
+        ],
+        dim=-1,
+    )
+
+
+class _CrossAttentionBlock(nn.Module):
+    """Pre-norm block: latents attend to [inputs; latents] (Flamingo-style), then an MLP."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"stem dim {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.norm_inputs = nn.LayerNorm(dim)
+        self.norm_latents = nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_kv = nn.Linear(dim, 2 * dim, bias=False)
+        self.out = nn.Linear(dim, dim)
+        hidden = int(dim * mlp_ratio)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(
+        self, latents: torch.Tensor, inputs: torch.Tensor, key_mask: torch.Tensor
+    ) -> torch.Tensor:
+        b, m, d = latents.shape
+        lat = self.norm_latents(latents)
+        # Latents are keys too: every query always has a valid key, even for an empty splat set.
+        kv = torch.cat([self.norm_inputs(inputs), lat], dim=1)
+        q = self.to_q(lat).view(b, m, self.heads, -1).transpose(1, 2)
+        k, v = self.to_kv(kv).view(b, kv.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
+        latents = latents + self.out(attn.transpose(1, 2).reshape(b, m, d))
+        return latents + self.mlp(self.norm_mlp(latents))
+
+
+class PerceiverResampler(nn.Module):
+    """``n_latents`` learned queries cross-attending, ``depth`` times, to a masked set."""
+
+    def __init__(self, dim: int, n_latents: int, depth: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.latents = nn.Parameter(torch.randn(n_latents, dim) * dim**-0.5)
+        self.blocks = nn.ModuleList(
+            _CrossAttentionBlock(dim, heads, mlp_ratio) for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``inputs`` [B, N, dim], ``mask`` [B, N] (True = real) -> [B, n_latents, dim]."""
+        b = inputs.shape[0]
+        latents = self.latents.unsqueeze(0).expand(b, -1, -1).to(inputs.dtype)
+        key_mask = torch.cat([mask, mask.new_ones(b, latents.shape[1])], dim=1)
+        for block in self.blocks:
+            latents = block(latents, inputs, key_mask)
+        return self.norm(latents)
+
+
+class GSStem(nn.Module):
+    """Splats [B, N, 8] + mask [B, N] -> tokens [B, 1 + n_tokens, width].
+
+    Token 0 is the class token: a learned vector plus a projection of the
+    masked global mean of the splat features (the paper's global mean
+    pooling); the projection starts at zero so that, at initialization, it is
+    exactly the RGB ViT's class token (see `gscodec.clip.model`). Tokens
+    ``1..n_tokens`` are the resampler's latents projected to ``width``. No
+    positional embedding is added: each latent is its own learned query.
+    """
+
+    def __init__(self, width: int, cfg: GSStemCfg | None = None, **overrides: object):
+        super().__init__()
+        cfg = GSStemCfg(**{**(cfg.as_dict() if cfg else {}), **overrides})
+        self.cfg = cfg
+        self.width = width
+        d_in = 2 + 4 * cfg.n_freqs + 6
+        self.value = nn.Linear(d_in, cfg.dim)
+        self.gate = nn.Linear(d_in, cfg.dim)
+        self.norm = nn.LayerNorm(cfg.dim)  # z-score over the feature dimension
+        self.resampler = PerceiverResampler(
+            cfg.dim, cfg.n_tokens, cfg.depth, cfg.heads, cfg.mlp_ratio
+        )
+        self.proj = nn.Linear(cfg.dim, width)
+        self.cls_token = nn.Parameter(torch.zeros(width))
+        self.pool_proj = nn.Linear(cfg.dim, width)
+        nn.init.zeros_(self.pool_proj.weight)
+        nn.init.zeros_(self.pool_proj.bias)
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens produced per image, not counting the class token."""
+        return self.cfg.n_tokens
+
+    def forward(self, splats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``splats`` [B, N, 8] padded; ``mask`` [B, N] bool, True for real splats (None = all)."""
+        if splats.ndim != 3 or splats.shape[-1] != SPLAT_DIM:
+            raise ValueError(f"splats must be [B, N, {SPLAT_DIM}], got {tuple(splats.shape)}")
+        if mask is None:
+            mask = torch.ones(splats.shape[:2], dtype=torch.bool, device=splats.device)
+        elif mask.shape != splats.shape[:2] or mask.dtype != torch.bool:
+            raise ValueError(
+                f"mask must be bool {tuple(splats.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}"
+            )
+        # Padding rows may hold anything (zeros give log 0): replace them by a unit
+        # splat so no NaN/inf is ever computed, then they are masked out below.
+        safe = torch.tensor([0.5, 0.5, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0], device=splats.device)
+        splats = torch.where(mask.unsqueeze(-1), splats.float(), safe)
+        # Logs and sines want fp32 even under autocast.
+        with torch.autocast(device_type=splats.device.type, enabled=False):
+            feats = splat_features(splats, self.cfg.n_freqs)
+        h = self.norm(self.value(feats) * torch.sigmoid(self.gate(feats)))
+        weights = mask.unsqueeze(-1).to(h.dtype)
+        pooled = (h * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        cls = self.cls_token.to(h.dtype) + self.pool_proj(pooled)
+        tokens = self.proj(self.resampler(h, mask))
+        return torch.cat([cls.unsqueeze(1).to(tokens.dtype), tokens], dim=1)
