@@ -16,7 +16,7 @@ $(VENV)/.core: $(PY) $(SOURCES)
 	touch $@
 
 # Tests also need the dev and clip extras (torch + open_clip_torch).
-$(VENV)/.dev: $(VENV)/.core
+$(VENV)/.dev: $(PY) $(SOURCES)
 	$(PY) -m pip install -q ".[dev,clip]"
 	touch $@
 

@@ -232,17 +232,10 @@ class Fitter {
   }
 
   FitResult result(int n_initial) {
-    forward();
-    double se = 0;
-    for (size_t k = 0; k < 3 * plane_; ++k) {
-      const double d = double(to_u8(render_[k])) - std::lround(target_[k] * 255.0);
-      se += d * d;
-    }
-    const double mse = se / double(3 * plane_);
+    to_pixel_splats();
     FitResult r;
     r.width = w_;
     r.height = h_;
-    r.psnr = mse > 0 ? 10.0 * std::log10(255.0 * 255.0 / mse) : 100.0;
     r.iterations = opts_.iterations;
     r.n_initial = n_initial;
     r.params.resize(params_.size());
@@ -260,6 +253,16 @@ class Fitter {
       o[kG] = s.g;
       o[kBlue] = s.bl;
     }
+    // The PSNR of what a decoder makes of the returned splats (the decode render
+    // differs from the fit's own in the last bits: it never contracts a*b+c).
+    render_normalized(r.params.data(), size_t(n()), w_, h_, render_.data(), parallel_);
+    double se = 0;
+    for (size_t k = 0; k < 3 * plane_; ++k) {
+      const double d = double(to_u8(render_[k])) - std::lround(target_[k] * 255.0);
+      se += d * d;
+    }
+    const double mse = se / double(3 * plane_);
+    r.psnr = mse > 0 ? 10.0 * std::log10(255.0 * 255.0 / mse) : 100.0;
     return r;
   }
 
