@@ -23,8 +23,14 @@ $(VENV)/.dev: $(PY) $(SOURCES)
 demo: $(VENV)/.core
 	$(PY) examples/demo.py
 
+# The suite, then the CUDA kernels' logic on the CPU emulator (cuda/emu/, see
+# docs/gpu.md): machines without a GPU still run the small `gpu` tests that way.
+EMU_TESTS := not psnr_matches_cpu and not 4096 and not mixed_size
+
 test: $(VENV)/.dev
 	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) cuda/emu/build.py build/emu
+	PYTHONPATH=build/emu $(PY) -m pytest -q -p no:cacheprovider -m gpu python/tests/test_cuda.py -k "$(EMU_TESTS)"
 
 clean:
 	rm -rf build $(VENV)

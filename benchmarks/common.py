@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import statistics
+import time
 import os
 import platform
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -54,3 +57,14 @@ def header(command: str) -> str:
     """Markdown lines recording how, when and where a figure was measured."""
     today = datetime.date.today().isoformat()
     return f"Command: `{command}`  \nDate: {today}  \nMachine: {machine()}\n"
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``fn``, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)

@@ -8,24 +8,13 @@ sizes are realistic, not random). Reports the median of repeated renders.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
 import numpy as np
 from PIL import Image
 
 import gscodec
-from common import header, kodak224, kodak_paths
-
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from common import header, kodak224, kodak_paths, median_seconds
 
 
 def main() -> None:

@@ -3,7 +3,10 @@
 // validates every field before it reaches C++.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <random>
 #include <vector>
 
 namespace gs {
@@ -36,6 +39,32 @@ struct FitResult {
   double psnr = 0;            // of the 8-bit render against the 8-bit target, dB
   int iterations = 0;
   int n_initial = 0;          // splats before pruning
+};
+
+// The loop's fixed constants and schedules, one definition for both backends.
+constexpr float kMinStd = 0.3f;  // pixels: narrower splats alias between pixel centres
+constexpr float kAdamBeta1 = 0.9f, kAdamBeta2 = 0.999f, kAdamEps = 1e-15f;
+
+// Cosine decay from 1 at step 1 to lr_final_ratio at the last step.
+inline float lr_scale(int it, const FitOptions& o) {
+  const float t = float(it - 1) / float(std::max(1, o.iterations - 1));
+  const float r = o.lr_final_ratio;
+  return r + (1.f - r) * 0.5f * (1.f + std::cos(3.14159265f * t));
+}
+
+// Paper §4.4's pruning runs every prune_every steps in the middle half of the
+// run, so the survivors have time to fill in what the pruned splats covered.
+inline bool prune_due(int it, const FitOptions& o) {
+  return o.prune_threshold > 0.f && o.prune_every > 0 && it % o.prune_every == 0 &&
+         4 * it >= o.iterations && 4 * it <= 3 * o.iterations;
+}
+
+// Uniform float in [0,1) from a fixed generator, so a seed means the same on
+// every platform (std::uniform_real_distribution is implementation-defined).
+struct SeededUniform {
+  std::mt19937_64 gen;
+  explicit SeededUniform(uint64_t seed) : gen(seed) {}
+  float operator()() { return float(gen() >> 40) * (1.0f / 16777216.0f); }
 };
 
 }  // namespace gs

@@ -8,7 +8,8 @@
 #include <cstring>
 #include <vector>
 
-#include "isa_target.h"  // after the standard headers, before the kernels
+#include "../fit_options.h"  // shared by every build: must stay generic too
+#include "isa_target.h"        // after the standard headers, before the kernels
 
 #include "fit.h"
 #include "render.h"

@@ -9,7 +9,8 @@
 #include <random>
 #include <vector>
 
-#include "isa_target.h"  // after the standard headers, before the kernels
+#include "../fit_options.h"  // shared by every build: must stay generic too
+#include "isa_target.h"        // after the standard headers, before the kernels
 
 #include "../splat_math.h"
 #include "fit.h"
@@ -18,16 +19,6 @@
 namespace gs::cpu::GS_ISA {
 
 namespace {
-
-constexpr float kMinStd = 0.3f;  // pixels: narrower splats alias between pixel centres
-
-// Uniform float in [0,1) from a fixed generator, so a seed means the same on
-// every platform (std::uniform_real_distribution is implementation-defined).
-struct Rng {
-  std::mt19937_64 gen;
-  explicit Rng(uint64_t seed) : gen(seed) {}
-  float uniform() { return float(gen() >> 40) * (1.0f / 16777216.0f); }
-};
 
 // One image's optimization state. Parameters are kept in the optimizer's units:
 // x/cell, y/cell, log a, b/cell, log c, r, g, b (cell = sqrt(W*H/N) pixels).
@@ -150,23 +141,21 @@ class Fitter {
 
   // The ablation's baseline: uniform random centres and colours, the grid's size.
   void init_random() {
-    Rng rng(opts_.seed);
+    SeededUniform uniform(opts_.seed);
     const int N = opts_.n_splats;
     const float std0 = std::max(kMinStd, 0.5f * cell_);
-    for (int i = 0; i < N; ++i) push_splat(rng.uniform() * w_, rng.uniform() * h_, std0, std0);
+    for (int i = 0; i < N; ++i) {
+      const float x = uniform() * w_;  // named, so the draw order is defined
+      const float y = uniform() * h_;
+      push_splat(x, y, std0, std0);
+    }
     forward();
     double cover = 0;
     for (size_t p = 0; p < plane_; ++p) cover += render_[p];
     const float scale = float(plane_ / std::max(cover, 1e-6));
     for (int i = 0; i < N; ++i)
       for (int ch = 0; ch < 3; ++ch)
-        params_[size_t(i) * kParamsPerSplat + kR + ch] = rng.uniform() * scale;
-  }
-
-  float lr_scale(int it) const {
-    const float t = float(it - 1) / float(std::max(1, opts_.iterations - 1));
-    const float r = opts_.lr_final_ratio;
-    return r + (1.f - r) * 0.5f * (1.f + std::cos(3.14159265f * t));
+        params_[size_t(i) * kParamsPerSplat + kR + ch] = uniform() * scale;
   }
 
   void step(int it) {
@@ -175,12 +164,12 @@ class Fitter {
     grad_.resize(params_.size());
     render_backward(splats_, boxes_, w_, h_, grad_image_.data(), grad_.data(), parallel_);
 
-    const float s = lr_scale(it);
+    const float s = lr_scale(it, opts_);
     const float lr[kParamsPerSplat] = {
         opts_.lr_position * s,   opts_.lr_position * s,   opts_.lr_covariance * s,
         opts_.lr_covariance * s, opts_.lr_covariance * s, opts_.lr_color * s,
         opts_.lr_color * s,      opts_.lr_color * s};
-    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-15f;
+    const float b1 = kAdamBeta1, b2 = kAdamBeta2, eps = kAdamEps;
     const float c1 = 1.f - std::pow(b1, float(it)), c2 = 1.f - std::pow(b2, float(it));
     const float l1 = opts_.l1_color / float(3 * n());
     const float max_log_std = std::log(float(std::max(w_, h_)));
@@ -211,12 +200,9 @@ class Fitter {
     }
   }
 
-  // Paper §4.4, luminance-aware pruning, kept to the middle half of the run so the
-  // survivors have time to fill in what the pruned splats covered.
+  // Paper §4.4, luminance-aware pruning (schedule: prune_due in fit_options.h).
   void maybe_prune(int it) {
-    if (opts_.prune_threshold <= 0.f || opts_.prune_every <= 0 || it % opts_.prune_every != 0)
-      return;
-    if (4 * it < opts_.iterations || 4 * it > 3 * opts_.iterations) return;
+    if (!prune_due(it, opts_)) return;
     int kept = 0;
     for (int i = 0; i < n(); ++i) {
       const float* p = &params_[size_t(i) * kParamsPerSplat];

@@ -50,3 +50,15 @@ def random_splats(rng: np.random.Generator, n: int, width: int, height: int) -> 
     p[:, 4] = rng.uniform(1, 6, n) / height
     p[:, 5:8] = rng.uniform(-0.3, 1.0, (n, 3))
     return p
+
+
+def smooth_image(rng, height, width):
+    """A random but smooth test image (sums of a few sinusoids)."""
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    img = np.zeros((height, width, 3))
+    for ch in range(3):
+        for _ in range(3):
+            fx, fy, ph = rng.uniform(0.5, 4, 3)
+            img[:, :, ch] += np.sin(2 * np.pi * (fx * x + fy * y) + ph * 6)
+    img = (img - img.min()) / (img.max() - img.min())
+    return (img * 255).astype(np.uint8)

@@ -1,25 +1,15 @@
-"""Encode: initialization, pruning rule, determinism, batching, quality."""
+"""Encode: initialization, pruning rule, determinism, batching, quality (CPU backend;
+test_cuda.py compares CUDA with it)."""
 
 import numpy as np
 import pytest
 
 import gscodec
 from gscodec import Splats
+from reference import smooth_image
 
 
-def smooth_image(rng, height, width):
-    """A random but smooth test image (sums of a few sinusoids)."""
-    y, x = np.mgrid[0:height, 0:width] / max(height, width)
-    img = np.zeros((height, width, 3))
-    for ch in range(3):
-        for _ in range(3):
-            fx, fy, ph = rng.uniform(0.5, 4, 3)
-            img[:, :, ch] += np.sin(2 * np.pi * (fx * x + fy * y) + ph * 6)
-    img = (img - img.min()) / (img.max() - img.min())
-    return (img * 255).astype(np.uint8)
-
-
-FROZEN = dict(lr_position=0.0, lr_covariance=0.0, lr_color=0.0)
+FROZEN = dict(lr_position=0.0, lr_covariance=0.0, lr_color=0.0, device="cpu")
 
 
 def test_grid_init_follows_the_paper(sample_image):
@@ -44,7 +34,7 @@ def test_extra_splats_beyond_the_grid(sample_image):
 
 def test_pruning_removes_exactly_what_the_rule_says(sample_image):
     """With frozen parameters the only change is the prune at step 3 of 4."""
-    init = gscodec.fit(sample_image, 400, iterations=0)
+    init = gscodec.fit(sample_image, 400, iterations=0, device="cpu")
     luma = (np.float32(0.299) * np.abs(init.rgb[:, 0]) + np.float32(0.587) * np.abs(init.rgb[:, 1])
             + np.float32(0.114) * np.abs(init.rgb[:, 2]))
     threshold = float(np.median(luma))
@@ -76,9 +66,9 @@ def test_l1_colour_penalty_shrinks_colours():
 
 def test_same_seed_same_result_and_seed_matters():
     img = smooth_image(np.random.default_rng(1), 24, 30)
-    a = gscodec.fit(img, 40, iterations=30, init="random", seed=7)
-    b = gscodec.fit(img, 40, iterations=30, init="random", seed=7)
-    c = gscodec.fit(img, 40, iterations=30, init="random", seed=8)
+    a = gscodec.fit(img, 40, iterations=30, init="random", seed=7, device="cpu")
+    b = gscodec.fit(img, 40, iterations=30, init="random", seed=7, device="cpu")
+    c = gscodec.fit(img, 40, iterations=30, init="random", seed=8, device="cpu")
     assert a == b
     assert a != c
 
@@ -86,13 +76,14 @@ def test_same_seed_same_result_and_seed_matters():
 def test_mixed_size_batch_equals_one_by_one_fits():
     rng = np.random.default_rng(2)
     images = [smooth_image(rng, 30, 40), smooth_image(rng, 36, 24), smooth_image(rng, 30, 40)]
-    batch = gscodec.fit(images, 50, iterations=40)
+    batch = gscodec.fit(images, 50, iterations=40, device="cpu")
     for img, s in zip(images, batch):
-        one = gscodec.fit(img, 50, iterations=40)
+        one = gscodec.fit(img, 50, iterations=40, device="cpu")
         assert one == s
         assert (s.width, s.height) == (img.shape[1], img.shape[0])
     # the same through a B x H x W x 3 array, and with one thread
-    stacked = gscodec.fit(np.stack([images[0], images[2]]), 50, iterations=40, threads=1)
+    stacked = gscodec.fit(np.stack([images[0], images[2]]), 50, iterations=40, threads=1,
+                          device="cpu")
     assert stacked[0] == batch[0] and stacked[1] == batch[2]
 
 

@@ -204,9 +204,10 @@ def fit(
     - ``prune_threshold``: luminance-aware pruning; every ``prune_every`` steps
       in the middle half of the run, splats whose Rec.601 luma of ``|colour|`` is
       below the threshold are removed. 0 disables it.
-    - ``seed``: random init is a function of the seed (grid init uses none);
-      the same inputs and seed always give the same splats, whatever the batch
-      composition or thread count.
+    - ``seed``: random init is a function of the seed (grid init uses none).
+      On the CPU the same inputs and seed always give bit-identical splats,
+      whatever the batch composition or thread count; the CUDA backend sums
+      gradients with atomics, so it agrees with the CPU to float rounding.
     - ``threads``: CPU threads (0 = all).
     - ``device``: ``"auto"`` (CUDA when a device is present, else the CPU),
       ``"cpu"`` or ``"cuda"`` (a clear RuntimeError when there is none). The
