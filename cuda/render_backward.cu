@@ -88,21 +88,11 @@ backward_kernel(BatchView batch, const DevSplat* __restrict__ splats, TileLists 
   float gr = 0.f, gg = 0.f, gb = 0.f;
   if constexpr (kFused) {
     const int r0 = job.y0 + 2 * warp, r1 = r0 + 1;
-    const float fx = float(px) + 0.5f, fy = float(py) + 0.5f;
     float ar = 0.f, ag = 0.f, ab = 0.f;
     for (unsigned long long base = 0; base < job.n; base += kBlock) {
       const int n = stage_batch(job, base, splats, lists.ids, sm);
       __syncthreads();
-      for (int j = 0; j < n; ++j) {
-        const DevSplat& sp = sm.splat[j];
-        if (!rows_meet(sp, r0, r1)) continue;
-        if (px >= sp.x0 && px <= sp.x1 && py >= sp.y0 && py <= sp.y1) {
-          const float w = weight(as_pixel_splat(sp), fx - sp.mx, fy - sp.my);
-          ar += w * sp.r;
-          ag += w * sp.g;
-          ab += w * sp.bl;
-        }
-      }
+      accumulate_staged(sm, n, px, py, r0, r1, ar, ag, ab);
       __syncthreads();
       if (job.n <= static_cast<unsigned long long>(kBlock)) staged = n;
     }

@@ -95,4 +95,23 @@ __device__ __forceinline__ bool rows_meet(const DevSplat& sp, int r0, int r1) {
   return sp.y0 <= r1 && sp.y1 >= r0;
 }
 
+// Adds the first n staged splats' contributions to pixel (px, py) of the tile,
+// in list order: the forward pass of both the decode and the fused fit step.
+// r0, r1 are the two rows the calling warp renders (whole warps skip a splat).
+__device__ __forceinline__ void accumulate_staged(const StageSmem& sm, int n, int px, int py,
+                                                  int r0, int r1, float& ar, float& ag,
+                                                  float& ab) {
+  const float fx = float(px) + 0.5f, fy = float(py) + 0.5f;
+  for (int j = 0; j < n; ++j) {
+    const DevSplat& sp = sm.splat[j];
+    if (!rows_meet(sp, r0, r1)) continue;
+    if (px >= sp.x0 && px <= sp.x1 && py >= sp.y0 && py <= sp.y1) {
+      const float w = weight(as_pixel_splat(sp), fx - sp.mx, fy - sp.my);
+      ar += w * sp.r;
+      ag += w * sp.g;
+      ab += w * sp.bl;
+    }
+  }
+}
+
 }  // namespace gs::gpu
