@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cpu/fit.h"
+#include "cpu/loss.h"
 #include "cpu/render.h"
 #include "splat_math.h"
 

@@ -14,6 +14,7 @@
 
 #include "../splat_math.h"
 #include "fit.h"
+#include "loss.h"
 #include "render.h"
 
 namespace gs::cpu::GS_ISA {

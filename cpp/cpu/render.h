@@ -153,24 +153,6 @@ void render_image(const std::vector<PixelSplat<T>>& splats, int width, int heigh
   render_forward(splats, boxes, bins, width, height, out, parallel);
 }
 
-// The loss used by the fit: mean squared error of the clamped render against the
-// target, over pixels and channels. Its image gradient passes straight through the
-// clamp (2 * (clamp(out) - target) / count), which still pulls overshooting pixels
-// back into range. render/target/grad are planar 3 x H x W. Returns the MSE.
-template <typename T>
-T l2_loss_and_grad(const T* render, const T* target, size_t count, T* grad, bool parallel) {
-  double sum = 0;
-  const T scale = T(2) / T(count);
-#pragma omp parallel for reduction(+ : sum) schedule(static) if (parallel)
-  for (long long k = 0; k < static_cast<long long>(count); ++k) {
-    const T v = render[k];
-    const T r = (v > T(0) ? (v < T(1) ? v : T(1)) : T(0)) - target[k];
-    sum += double(r) * double(r);
-    grad[k] = scale * r;
-  }
-  return T(sum / double(count));
-}
-
 }  // namespace GS_ISA
 using namespace GS_ISA;
 }  // namespace gs::cpu

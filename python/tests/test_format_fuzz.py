@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from gscodec import GSIError, Splats
 from gscodec import format as fmt
+from test_format import chunks
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -101,15 +102,6 @@ def test_random_bytes_after_a_valid_signature(tail: bytes) -> None:
         fmt.loads(fmt.MAGIC + b"\x01\x00" + tail)
 
 
-def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    out, pos = [], 10
-    while pos < len(data):
-        length, kind = struct.unpack_from("<I4s", data, pos)
-        out.append((kind, data[pos + 8:pos + 8 + length]))
-        pos += 12 + length
-    return out
-
-
 def _build(parts: list[tuple[bytes, bytes]]) -> bytes:
     return fmt.MAGIC + b"\x01\x00" + b"".join(
         struct.pack("<I4s", len(d), k) + d + struct.pack("<I", zlib.crc32(k + d))
@@ -138,7 +130,7 @@ def _mutate(data: st.DataObject, blob: bytes) -> bytes:
 @given(st.sampled_from(CORPUS), st.data())
 def test_mutated_chunks_with_valid_crcs(file: bytes, data: st.DataObject) -> None:
     # CRCs recomputed, so the mutation reaches the HEAD, meta and zstd parsers.
-    parts = _chunks(file)
+    parts = chunks(file)
     i = data.draw(st.integers(0, len(parts) - 1))
     parts[i] = (parts[i][0], _mutate(data, parts[i][1]))
     load_or_gsierror(_build(parts))
@@ -149,7 +141,7 @@ def test_mutated_chunks_with_valid_crcs(file: bytes, data: st.DataObject) -> Non
 def test_mutated_payloads_in_valid_frames(file: bytes, data: st.DataObject) -> None:
     # Valid zstd frames of mutated payloads reach the column and value checks
     # (NaN, negative sizes, Morton overflow, codes out of range).
-    parts = _chunks(file)
+    parts = chunks(file)
     i = [kind for kind, _ in parts].index(b"DATA")
     raw = zstandard.ZstdDecompressor().decompress(parts[i][1])
     mutated = _mutate(data, raw) if raw else data.draw(st.binary(max_size=16))
@@ -165,7 +157,7 @@ def test_mutated_payloads_in_valid_frames(file: bytes, data: st.DataObject) -> N
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.sampled_from(CORPUS), st.data())
 def test_chunks_reordered_dropped_or_duplicated(file: bytes, data: st.DataObject) -> None:
-    parts = _chunks(file)
+    parts = chunks(file)
     order = data.draw(st.lists(st.integers(0, len(parts) - 1), max_size=len(parts) + 2))
     out = load_or_gsierror(_build([parts[i] for i in order]))
     if out is not None:  # only HEAD, [meta,] DATA, DONE parses: the same splats

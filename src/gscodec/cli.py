@@ -22,6 +22,7 @@ from PIL import Image
 from . import __version__
 from . import format as fmt
 from . import image as gsimage
+from .argtypes import positive_float, positive_int
 from .datasets.cli import register as register_encode_dataset
 from .errors import GSIError
 from .quantize import PRESETS
@@ -165,20 +166,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``gscodec`` argument parser, with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -193,11 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("-o", "--output", metavar="OUT", help="output file (one input only)")
     where.add_argument("--out-dir", metavar="DIR", help="directory for the outputs (must exist)")
     rate = enc.add_mutually_exclusive_group()
-    rate.add_argument("--splats", type=_positive_int, metavar="N",
+    rate.add_argument("--splats", type=positive_int, metavar="N",
                       help="number of splats (default: one per 64 pixels)")
-    rate.add_argument("--bpp", type=_positive_float, metavar="B",
+    rate.add_argument("--bpp", type=positive_float, metavar="B",
                       help="target file size in bits per pixel (within 10%%)")
-    enc.add_argument("--iterations", type=_positive_int, default=2000, metavar="K",
+    enc.add_argument("--iterations", type=positive_int, default=2000, metavar="K",
                      help="optimizer steps per fit (default 2000)")
     enc.add_argument("--precision", default=None, metavar="P",
                      help=f"fp32, fp16, {', '.join(PRESETS)} or q:<spec> (default "
@@ -213,9 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("input", metavar="IN.gsi")
     dec.add_argument("-o", "--output", metavar="OUT", help="output image (default IN.png)")
     size = dec.add_mutually_exclusive_group()
-    size.add_argument("--width", type=_positive_int, metavar="W", help="output width")
-    size.add_argument("--height", type=_positive_int, metavar="H", help="output height")
-    size.add_argument("--scale", type=_positive_float, metavar="S", help="scale factor")
+    size.add_argument("--width", type=positive_int, metavar="W", help="output width")
+    size.add_argument("--height", type=positive_int, metavar="H", help="output height")
+    size.add_argument("--scale", type=positive_float, metavar="S", help="scale factor")
     dec.add_argument("--force", action="store_true", help="overwrite an existing output")
     dec.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     dec.set_defaults(func=_cmd_decode)

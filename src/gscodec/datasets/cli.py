@@ -13,6 +13,7 @@ import logging
 import sys
 from typing import Any
 
+from ..argtypes import non_negative_int, positive_int
 from .pipeline import DEFAULT_ITERATIONS, SUMMARY_FILE, encode_dataset
 
 __all__ = ["register", "run"]
@@ -29,20 +30,6 @@ Exit status: 0 done, 1 an error or some shards not encoded, 2 bad usage.
 """
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``encode-dataset`` subcommand to ``subparsers`` and return its parser."""
     parser = subparsers.add_parser(
@@ -55,30 +42,30 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="tar shards, folders or CSVs")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("-n", "--splats", required=True, type=_positive, help="splats per image")
-    parser.add_argument("--iterations", type=_non_negative, default=DEFAULT_ITERATIONS,
+    parser.add_argument("-n", "--splats", required=True, type=positive_int, help="splats per image")
+    parser.add_argument("--iterations", type=non_negative_int, default=DEFAULT_ITERATIONS,
                         help="fitting iterations (default %(default)s)")
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--size", type=_positive, default=224,
+    size.add_argument("--size", type=positive_int, default=224,
                       help="resize the short side and centre-crop to SIZE x SIZE, like CLIP "
                            "preprocessing (default %(default)s)")
     size.add_argument("--native", action="store_true", help="keep each image's own size")
     parser.add_argument("--precision", default="fp16", help=".gsi precision (default %(default)s)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="fitting device (default %(default)s)")
-    parser.add_argument("--batch-size", type=_positive, default=128,
+    parser.add_argument("--batch-size", type=positive_int, default=128,
                         help="images per gscodec.fit call (default %(default)s)")
-    parser.add_argument("--workers", type=_positive, default=1,
+    parser.add_argument("--workers", type=positive_int, default=1,
                         help="processes on this machine, each taking whole shards "
                              "(default %(default)s)")
-    parser.add_argument("--threads", type=_non_negative, default=0,
+    parser.add_argument("--threads", type=non_negative_int, default=0,
                         help="CPU threads per worker (default: the cores shared out)")
-    parser.add_argument("--shard-size", type=_positive, default=1000,
+    parser.add_argument("--shard-size", type=positive_int, default=1000,
                         help="images per output shard for folder/CSV inputs "
                              "(default %(default)s)")
-    parser.add_argument("--rank", type=_non_negative, default=None,
+    parser.add_argument("--rank", type=non_negative_int, default=None,
                         help="this rank (default: from torchrun/SLURM environment, else 0)")
-    parser.add_argument("--world-size", type=_positive, default=None,
+    parser.add_argument("--world-size", type=positive_int, default=None,
                         help="number of ranks (default: from the environment, else 1)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress line")
