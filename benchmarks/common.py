@@ -13,7 +13,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Overridable so a git worktree elsewhere finds the shared data.
+SHARED_DATA = Path(os.environ.get("GSCODEC_SHARED_DATA",
+                                  Path(__file__).resolve().parents[2] / "shared" / "data"))
 KODAK = SHARED_DATA / "kodak"
 
 
