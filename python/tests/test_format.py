@@ -1,5 +1,5 @@
-"""The .gsi container and precision modes: round trips, bounds, versioning,
-limits and atomic writes (docs/format.md)."""
+"""The .gsi version-1.0 container and precision modes: round trips, bounds,
+versioning, limits and atomic writes (docs/format.md; version 2: test_format_v2)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,12 @@ def random_splats(n: int, width: int = 64, height: int = 48, seed: int = 0) -> S
     return Splats(xy, chol, rgb, width, height)
 
 
+def dumps_v1(splats: Splats, **options: object) -> bytes:
+    """A version-1.0 file (this module tests that container; test_format_v2 the
+    default version 2)."""
+    return fmt.dumps(splats, version=fmt.VERSION_1, **options)
+
+
 def header_of(data: bytes) -> fmt.Header:
     return fmt.read_header(io.BytesIO(data))
 
@@ -68,14 +74,14 @@ def header_of(data: bytes) -> fmt.Header:
 @FAST
 @given(splat_sets())
 def test_fp32_roundtrip_is_exact(splats: Splats) -> None:
-    out = fmt.loads(fmt.dumps(splats, precision="fp32"))
+    out = fmt.loads(dumps_v1(splats, precision="fp32"))
     assert out == splats  # same values, same order, same size
 
 
 @FAST
 @given(splat_sets())
 def test_fp16_roundtrip_within_half_ulp(splats: Splats) -> None:
-    data = fmt.dumps(splats, precision="fp16")
+    data = dumps_v1(splats, precision="fp16")
     out = fmt.loads(data)
     order = q.prepare(splats, "fp16").order
     want = np.clip(splats.to_array()[order].astype(np.float64), -65504, 65504)
@@ -89,7 +95,7 @@ def test_fp16_roundtrip_within_half_ulp(splats: Splats) -> None:
 @FAST
 @given(splat_sets(), st.sampled_from(MODES[2:]))
 def test_quantized_roundtrip_within_half_step(splats: Splats, precision: str) -> None:
-    data = fmt.dumps(splats, precision=precision)
+    data = dumps_v1(splats, precision=precision)
     out = fmt.loads(data)
     codings = header_of(data).codings
     order = q.prepare(splats, precision).order
@@ -107,8 +113,8 @@ def test_quantized_roundtrip_within_half_step(splats: Splats, precision: str) ->
 @FAST
 @given(splat_sets(max_n=16), st.sampled_from(MODES))
 def test_file_renders_bit_identical_to_quantized_splats(splats: Splats, precision: str) -> None:
-    from_file = fmt.loads(fmt.dumps(splats, precision=precision))
-    in_memory = q.roundtrip(splats, precision)
+    from_file = fmt.loads(dumps_v1(splats, precision=precision))
+    in_memory = q.roundtrip(splats, precision, major=1)
     assert from_file == in_memory
     a = gscodec.render(from_file, 24, 16)
     b = gscodec.render(in_memory, 24, 16)
@@ -123,7 +129,7 @@ def test_rendered_quantized_file_matches_engine_render_of_fitted_splats() -> Non
     splats = gscodec.fit(img, 48, iterations=150)
     ref = gscodec.render(splats).astype(np.float64)
     for precision in ("fp16", "q8", "q7"):
-        out = gscodec.render(fmt.loads(fmt.dumps(splats, precision=precision)))
+        out = gscodec.render(fmt.loads(dumps_v1(splats, precision=precision)))
         mse = np.mean((out - ref) ** 2)
         assert 10 * np.log10(255**2 / max(mse, 1e-12)) > 30, precision
 
@@ -131,22 +137,22 @@ def test_rendered_quantized_file_matches_engine_render_of_fitted_splats() -> Non
 @pytest.mark.parametrize("precision", MODES)
 def test_empty_and_single_splat(precision: str) -> None:
     empty = Splats.from_array(np.zeros((0, 8), np.float32), 7, 3)
-    assert fmt.loads(fmt.dumps(empty, precision=precision)) == empty
+    assert fmt.loads(dumps_v1(empty, precision=precision)) == empty
     one = random_splats(1)
-    assert fmt.loads(fmt.dumps(one, precision=precision)) == q.roundtrip(one, precision)
+    assert fmt.loads(dumps_v1(one, precision=precision)) == q.roundtrip(one, precision, major=1)
 
 
 def test_fp16_clamps_what_binary16_cannot_hold() -> None:
     s = Splats(np.array([[0.5, 0.5]]), np.array([[1e-12, 0.0, 1e-9]]),
                np.array([[1e6, -1e6, 0.5]]), 10, 10)
-    out = fmt.loads(fmt.dumps(s, precision="fp16"))
+    out = fmt.loads(dumps_v1(s, precision="fp16"))
     assert out.chol[0, 0] > 0 and out.chol[0, 2] > 0
     assert out.rgb[0, 0] == 65504 and out.rgb[0, 1] == -65504
 
 
 def test_quantized_positions_are_in_morton_order() -> None:
     s = random_splats(200, 640, 480)
-    data = fmt.dumps(s, precision="q7")
+    data = dumps_v1(s, precision="q7")
     h = header_of(data)
     out = fmt.loads(data)
     qx = h.codings[0].encode(out.xy[:, 0])
@@ -183,7 +189,7 @@ def test_morton_interleaves_x_first() -> None:
 
 def test_header_fields_and_info() -> None:
     s = random_splats(300, 640, 480)
-    data = fmt.dumps(s, precision="q7", metadata={"source": "kodim23.png", "ключ": "значение"})
+    data = dumps_v1(s, precision="q7", metadata={"source": "kodim23.png", "ключ": "значение"})
     h = header_of(data)
     assert (h.version, h.width, h.height, h.n_splats) == ((1, 0), 640, 480, 300)
     assert h.precision == "q:x=12,y=11,l11=7,l21=7,l22=7,r=7,g=7,b=7"
@@ -196,7 +202,7 @@ def test_header_fields_and_info() -> None:
 
 def test_quantized_is_smaller_than_fp16_smaller_than_fp32() -> None:
     s = random_splats(500)
-    sizes = [len(fmt.dumps(s, precision=p)) for p in ("fp32", "fp16", "q10", "q8", "q7", "q6")]
+    sizes = [len(dumps_v1(s, precision=p)) for p in ("fp32", "fp16", "q10", "q8", "q7", "q6")]
     assert sizes == sorted(sizes, reverse=True)
     assert sizes[1] * 8 / 500 < 16 * 8 + 8  # fp16 is at most the paper's 16 B/splat
 
@@ -220,14 +226,14 @@ def test_precision_specs(spec: str, bits: tuple[int, ...]) -> None:
 ])
 def test_bad_precision_specs(spec: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        fmt.dumps(random_splats(3), precision=spec)
+        dumps_v1(random_splats(3), precision=spec)
 
 
 def test_bad_metadata_is_rejected_when_writing() -> None:
     with pytest.raises(ValueError, match="1..255 bytes"):
-        fmt.dumps(random_splats(2), metadata={"": "x"})
+        dumps_v1(random_splats(2), metadata={"": "x"})
     with pytest.raises(TypeError, match="must be str"):
-        fmt.dumps(random_splats(2), metadata={"k": 3})  # type: ignore[dict-item]
+        dumps_v1(random_splats(2), metadata={"k": 3})  # type: ignore[dict-item]
 
 
 # ---------------------------------------------------------------- crafted files
@@ -251,20 +257,20 @@ def build(parts: list[tuple[bytes, bytes]], version: bytes = b"\x01\x00") -> byt
 
 
 def test_build_reproduces_a_file() -> None:
-    data = fmt.dumps(random_splats(5), precision="q7", metadata={"a": "b"})
+    data = dumps_v1(random_splats(5), precision="q7", metadata={"a": "b"})
     assert build(chunks(data)) == data
 
 
 def test_unknown_ancillary_chunks_are_skipped() -> None:
     s = random_splats(9)
-    parts = chunks(fmt.dumps(s, precision="fp32"))
+    parts = chunks(dumps_v1(s, precision="fp32"))
     parts.insert(1, (b"xtra", b"anything"))
     parts.insert(3, (b"zzzz", b""))
     assert fmt.loads(build(parts)) == s
 
 
 def test_unknown_critical_chunk_is_rejected() -> None:
-    parts = chunks(fmt.dumps(random_splats(3), precision="fp32"))
+    parts = chunks(dumps_v1(random_splats(3), precision="fp32"))
     parts.insert(1, (b"XTRA", b""))
     with pytest.raises(GSIError, match="unknown critical chunk 'XTRA'"):
         fmt.loads(build(parts))
@@ -272,17 +278,17 @@ def test_unknown_critical_chunk_is_rejected() -> None:
 
 def test_newer_minor_version_with_longer_head_is_read() -> None:
     s = random_splats(4)
-    parts = chunks(fmt.dumps(s, precision="q7"))
+    parts = chunks(dumps_v1(s, precision="q7"))
     parts[0] = (b"HEAD", parts[0][1] + b"future fields")
-    assert fmt.loads(build(parts, version=b"\x01\x07")) == fmt.loads(fmt.dumps(s, precision="q7"))
+    assert fmt.loads(build(parts, version=b"\x01\x07")) == fmt.loads(dumps_v1(s, precision="q7"))
     with pytest.raises(GSIError, match="HEAD' at offset 10 is 102 bytes"):
         fmt.loads(build(parts))  # same bytes claiming v1.0: HEAD must be exact
 
 
 def test_unknown_major_version_is_rejected() -> None:
-    data = fmt.dumps(random_splats(2))
-    with pytest.raises(GSIError, match="offset 8: unsupported major version 2"):
-        fmt.loads(data[:8] + b"\x02" + data[9:])
+    data = dumps_v1(random_splats(2))
+    with pytest.raises(GSIError, match="offset 8: unsupported major version 3"):
+        fmt.loads(data[:8] + b"\x03" + data[9:])
 
 
 @pytest.mark.parametrize("mutate, message", [
@@ -306,13 +312,13 @@ def test_unknown_major_version_is_rejected() -> None:
     (lambda p: [p[0], (b"DATA", b"\x00" * 7)] + p[2:], "DATA: not a zstd frame"),
 ])
 def test_malformed_structure(mutate, message: str) -> None:
-    parts = chunks(fmt.dumps(random_splats(3), precision="fp32"))
+    parts = chunks(dumps_v1(random_splats(3), precision="fp32"))
     with pytest.raises(GSIError, match=message):
         fmt.loads(build(mutate(parts)))
 
 
 def test_data_after_done_and_crc_errors_name_the_offset() -> None:
-    data = fmt.dumps(random_splats(3), precision="fp32")
+    data = dumps_v1(random_splats(3), precision="fp32")
     with pytest.raises(GSIError, match=f"offset {len(data)}: data after the 'DONE' chunk"):
         fmt.loads(data + b"\x00")
     bad = bytearray(data)
@@ -336,7 +342,7 @@ def test_bad_field_descriptors(index: int, field: tuple, message: str) -> None:
     fields = [(8, 0, 0.0, 1.0)] * 2 + [(7, 1, -3.0, -1.0), (7, 0, -0.1, 0.1),
                                        (7, 1, -3.0, -1.0)] + [(7, 0, 0.0, 1.0)] * 3
     fields[index] = field
-    parts = chunks(fmt.dumps(random_splats(1), precision="q7"))
+    parts = chunks(dumps_v1(random_splats(1), precision="q7"))
     with pytest.raises(GSIError, match=message):
         fmt.loads(build([(b"HEAD", quant_head(fields))] + parts[1:]))
 
@@ -360,7 +366,7 @@ def frame(raw: bytes, size: int | None = None) -> bytes:
     (struct.pack("<8f", 0.5, float("inf"), 0.1, 0, 0.1, 1, 1, 1), "field y, splat 0: value is not finite"),
 ])
 def test_invalid_values_in_payload(raw: bytes, message: str) -> None:
-    parts = chunks(fmt.dumps(random_splats(1), precision="fp32"))
+    parts = chunks(dumps_v1(random_splats(1), precision="fp32"))
     # byte planes of one value per column are just the little-endian bytes
     with pytest.raises(GSIError, match=message):
         fmt.loads(build([parts[0], (b"DATA", frame(raw))] + parts[2:]))
@@ -385,7 +391,7 @@ def test_quantized_payload_codes_are_checked() -> None:
 
 
 def test_declared_sizes_are_checked_before_allocation() -> None:
-    parts = chunks(fmt.dumps(random_splats(3), precision="fp32"))
+    parts = chunks(dumps_v1(random_splats(3), precision="fp32"))
     head_max = (b"HEAD", struct.pack("<HHIB", 65535, 65535, 1 << 20, 0))
     cases = [
         # a frame claiming 4 GiB of output (a decompression bomb's header)
@@ -418,7 +424,7 @@ def test_declared_sizes_are_checked_before_allocation() -> None:
 
 def test_a_bomb_that_lies_about_its_size_is_rejected() -> None:
     # The header says 96 bytes (3 fp32 splats) but the frame holds 16 MiB of zeros.
-    parts = chunks(fmt.dumps(random_splats(3), precision="fp32"))
+    parts = chunks(dumps_v1(random_splats(3), precision="fp32"))
     big = frame(b"\x00" * (16 << 20))
     lying = frame(b"\x00" * (16 << 20), size=96)
     assert len(big) < 8192
@@ -448,7 +454,7 @@ def test_missing_file_and_directory(tmp_path) -> None:
 
 def test_corrupt_file_error_names_the_path(tmp_path) -> None:
     path = tmp_path / "bad.gsi"
-    path.write_bytes(fmt.dumps(random_splats(4))[:-3])
+    path.write_bytes(dumps_v1(random_splats(4))[:-3])
     with pytest.raises(GSIError, match=f"{path}: offset"):
         fmt.read_file(path)
 
@@ -456,7 +462,7 @@ def test_corrupt_file_error_names_the_path(tmp_path) -> None:
 @pytest.mark.parametrize("fail_in", ["write", "fsync", "replace"])
 def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch, fail_in: str) -> None:
     path = tmp_path / "out.gsi"
-    old = fmt.dumps(random_splats(3))
+    old = dumps_v1(random_splats(3))
     path.write_bytes(old)
     other = tmp_path / "new.gsi"
 

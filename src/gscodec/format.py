@@ -1,18 +1,26 @@
-"""Read and write .gsi v1 files (the container specified in docs/format.md).
+"""Read and write .gsi files (the container specified in docs/format.md).
 
-A file is an 8-byte signature, a 2-byte version and a sequence of chunks
-(length, type, data, CRC-32), PNG style: ``HEAD`` (size, splat count,
-precision), optional ``meta`` (key/value strings), ``DATA`` (the splats: byte
-planes of per-field columns, one zstd frame) and ``DONE``.
+Every file starts with an 8-byte signature and a 2-byte version.
+
+- Version 2 (written by default): a compact header (varints, flags, the
+  quantizer's grids), the payload (a zstd frame, optionally with a shared
+  dictionary, or raw bit-packed codes for tiny files) and a CRC-32 of the
+  header and the decompressed payload.
+- Version 1 (read, and written on request for old readers): PNG-style chunks
+  (length, type, data, CRC-32): ``HEAD``, optional ``meta``, ``DATA`` (byte
+  planes of per-field columns, one zstd frame) and ``DONE``.
 
 Public entry points: `dumps` / `loads` (bytes), `write_file` / `read_file`
 (paths; writes are atomic), `read_header` / `read_payload` /
-`decode_payload` (streams, for lazy readers) and `atomic_path` (temp file + rename for any writer).
+`decode_payload` (streams, for lazy readers), `train_dictionary` (a zstd
+dictionary for many small files) and `atomic_path` (temp file + rename for any
+writer).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import secrets
@@ -20,7 +28,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator, Mapping
+from typing import BinaryIO, Iterable, Iterator, Mapping
 
 import numpy as np
 import zstandard
@@ -43,6 +51,7 @@ __all__ = [
     "read_header",
     "read_payload",
     "decode_payload",
+    "train_dictionary",
     "atomic_path",
     "atomic_write",
 ]
@@ -50,8 +59,10 @@ __all__ = [
 #: File signature: non-ASCII first byte, "GSI", CR LF, ^Z, LF (catches text-mode
 #: transfers, like PNG's).
 MAGIC = b"\x89GSI\r\n\x1a\n"
-#: (major, minor) version this module writes and reads.
-VERSION = (1, 0)
+#: (major, minor) version this module writes by default.
+VERSION = (2, 0)
+#: The other version it reads and writes on request (for version-1 readers).
+VERSION_1 = (1, 0)
 MIME_TYPE = "image/x-gsi"
 EXTENSION = ".gsi"
 
@@ -81,9 +92,12 @@ def _head_size(mode: int) -> int:
 class Header:
     """Everything a reader learns before decoding the payload.
 
-    ``data_offset`` / ``data_length`` locate the DATA chunk's data (bytes from
-    the start of the file); ``codings`` holds the 8 field codings of a
-    quantized file.
+    ``data_offset`` / ``data_length`` locate the payload (bytes from the
+    start of the file; ``data_length`` is 0 for version 2, whose payload runs
+    to the CRC at the end of the file). ``codings`` holds the 8 field codings
+    of a version-1 quantized file, ``grids`` the quantizer of a version-2 one
+    (None when it holds no splats). ``flags``, ``dictionary_id`` and
+    ``crc_seed`` (the CRC-32 of the header bytes) are version 2's.
     """
 
     version: tuple[int, int]
@@ -95,18 +109,27 @@ class Header:
     metadata: dict[str, str] = field(default_factory=dict)
     data_offset: int = 0
     data_length: int = 0
+    grids: q.Grids | None = None
+    flags: int = 0
+    dictionary_id: int = 0
+    crc_seed: int = 0
 
     @property
     def precision(self) -> str:
         """``"fp32"``, ``"fp16"`` or the explicit spec of a quantized file
-        (e.g. ``"q:x=12,y=11,l11=7,l21=7,l22=7,r=6,g=6,b=6"``)."""
+        (e.g. ``"q:x=12,y=11,l11=7,l21=7,l22=7,r=6,g=6,b=6"``; the default
+        ``"q7"`` for a version-2 quantized file without splats)."""
         if self.mode != q.MODE_QUANT:
             return q.MODE_NAMES[self.mode]
+        if self.version[0] == 2:
+            return self.grids.spec if self.grids else "q7"
         return "q:" + ",".join(f"{f}={c.bits}" for f, c in zip(FIELDS, self.codings))
 
     @property
     def raw_size(self) -> int:
         """Bytes of the decompressed payload."""
+        if self.version[0] == 2 and self.mode == q.MODE_QUANT:
+            return _quantized_raw_size(self.n_splats, self.grids, bool(self.flags & _ZSTD))
         return self.n_splats * sum(q.column_widths(self.mode, self.codings))
 
     def describe(self, file_size: int | None = None) -> dict:
@@ -120,7 +143,12 @@ class Header:
             "precision": self.precision,
             "payload_bytes": self.data_length,
         }
-        if self.mode == q.MODE_QUANT:
+        if self.version[0] == 2:
+            out["payload_bytes"] = (file_size - self.data_offset - 4) if file_size else None
+            out["dictionary_id"] = self.dictionary_id or None
+            if self.grids:
+                out["grids"] = dataclasses.asdict(self.grids)
+        elif self.mode == q.MODE_QUANT:
             out["fields"] = {
                 f: {"bits": c.bits, "transform": q.TRANSFORM_NAMES[c.transform],
                     "lo": c.lo, "hi": c.hi}
@@ -152,10 +180,14 @@ def _byte_planes(values: np.ndarray, width: int) -> list[bytes]:
             for j in range(width)]
 
 
-def _compress(planes: list[bytes]) -> bytes:
-    """One zstd frame (with its content size) holding the planes in order."""
+def _compress(planes: list[bytes],
+              dictionary: zstandard.ZstdCompressionDict | None = None) -> bytes:
+    """One zstd frame (with its content size; no checksum or dictionary id,
+    which the container holds) holding the planes in order."""
     raw_size = sum(len(p) for p in planes)
-    zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
+    zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True,
+                                  write_checksum=False, write_dict_id=False,
+                                  dict_data=dictionary)
     # A block per plane gives each plane its own Huffman table (about 10%
     # smaller on real splats); tiny payloads do better in one block, so those
     # try both and keep the smaller. Either is one ordinary zstd frame.
@@ -185,31 +217,202 @@ def _encode_meta(metadata: Mapping[str, str]) -> bytes:
 
 
 def dumps(splats: Splats, *, precision: str = "fp16",
-          metadata: Mapping[str, str] | None = None) -> bytes:
+          metadata: Mapping[str, str] | None = None,
+          dictionary: zstandard.ZstdCompressionDict | bytes | None = None,
+          version: tuple[int, int] = VERSION) -> bytes:
     """Serialize ``splats`` to the bytes of a .gsi file.
 
     ``precision``: ``"fp32"`` (lossless), ``"fp16"``, a quantized preset
     (``"q6"``, ``"q7"``, ``"q8"``, ``"q10"``) or an explicit ``"q:..."`` spec (see
     `gscodec.quantize.parse_precision`). ``metadata``: optional string
-    key/value pairs stored in a ``meta`` chunk. Lossy modes reorder the
-    splats (Morton order); `gscodec.quantize.roundtrip` gives what `loads`
-    will return.
+    key/value pairs. ``dictionary``: a zstd dictionary from `train_dictionary`
+    (the file then records its id and needs it to decode, unless a raw
+    payload came out smaller). ``version``: `VERSION` (2.0) or `VERSION_1`
+    (1.0, for version-1 readers; no dictionary). Lossy modes reorder the
+    splats (Morton order); `loads` of the result gives the exact splats.
     """
     if not isinstance(splats, Splats):
         raise TypeError(f"splats must be gscodec.Splats, got {type(splats).__name__}")
     if len(splats) > MAX_SPLATS:
         raise ValueError(f"{len(splats)} splats is more than a .gsi holds ({MAX_SPLATS})")
+    if version == VERSION_1:
+        if dictionary is not None:
+            raise ValueError("dictionary needs version 2; version 1.0 files have none")
+        return _dumps_v1(splats, precision, metadata)
+    if version != VERSION:
+        raise ValueError(f"version must be {VERSION} or {VERSION_1}, got {version!r}")
+    return _dumps_v2(splats, q.parse_precision(precision), metadata,
+                     None if dictionary is None else _as_dictionary(dictionary))
+
+
+def _dumps_v1(splats: Splats, precision: str, metadata: Mapping[str, str] | None) -> bytes:
     cols = q.prepare(splats, precision)
     head = _HEAD_FIXED.pack(splats.width, splats.height, len(splats), cols.mode)
     for c in cols.codings:
         head += _FIELD_DESC.pack(c.bits, c.transform, c.lo, c.hi)
     payload = _compress([p for a, w in zip(cols.arrays, cols.widths)
                          for p in _byte_planes(a, w)])
-    out = [MAGIC, bytes(VERSION), _chunk(b"HEAD", head)]
+    out = [MAGIC, bytes(VERSION_1), _chunk(b"HEAD", head)]
     if metadata:
         out.append(_chunk(b"meta", _encode_meta(metadata)))
     out += [_chunk(b"DATA", payload), _chunk(b"DONE", b"")]
     return b"".join(out)
+
+
+# ---------------------------------------------------------------- version 2
+
+# Flag byte: bits 0-1 mode, then what follows the fixed fields and how the
+# payload is coded; bits 5-7 are the colour predictor byte of quantized files.
+_META, _DICTIONARY, _ZSTD = 4, 8, 16
+_PREDICTOR_SHIFT = 5
+_MAX_VARINT_BYTES = 10
+
+
+def _varint(n: int) -> bytes:
+    """LEB128: 7 bits per byte, least significant first, high bit = more."""
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _zigzag(n: int) -> int:
+    return 2 * n if n >= 0 else -2 * n - 1
+
+
+def _unzigzag(z: int) -> int:
+    return z >> 1 if not z & 1 else -(z >> 1) - 1
+
+
+def _pack_bits(columns: list[tuple[np.ndarray, int]]) -> bytes:
+    """Columns of unsigned values, each ``width`` bits, most significant bit
+    first, column after column, zero-padded to a whole byte."""
+    parts = [((np.asarray(v, dtype=np.uint64)[:, None] >> np.arange(w - 1, -1, -1,
+                                                                    dtype=np.uint64))
+              & np.uint64(1)).astype(np.uint8).ravel() for v, w in columns if w]
+    return np.packbits(np.concatenate(parts)).tobytes() if parts else b""
+
+
+def _unpack_bits(data: bytes, offset: int, n: int,
+                 widths: list[int]) -> tuple[list[np.ndarray], int]:
+    """Inverse of `_pack_bits` (the bytes at ``offset``): the columns and the
+    offset after them."""
+    total = n * sum(widths)
+    nbytes = (total + 7) // 8
+    bits = np.unpackbits(np.frombuffer(data, np.uint8, nbytes, offset))[:total]
+    out, pos = [], 0
+    for w in widths:
+        block = bits[pos:pos + n * w].reshape(n, w).astype(np.uint64)
+        out.append((block << np.arange(w - 1, -1, -1, dtype=np.uint64)).sum(
+            axis=1, dtype=np.uint64) if w else np.zeros(n, np.uint64))
+        pos += n * w
+    return out, offset + nbytes
+
+
+def _morton_split(n: int, total_bits: int) -> int:
+    """Low bits of each Morton difference packed as bits, not byte planes:
+    about the uniform part of a gap of ``2**total_bits / n``."""
+    return max(0, total_bits - n.bit_length() - 3)
+
+
+def _quantized_raw_size(n: int, grids: q.Grids | None, planes: bool) -> int:
+    if grids is None:
+        return 0
+    total = grids.widths[0] + grids.widths[1]
+    if not planes:
+        return (n * (total + sum(grids.widths[2:])) + 7) // 8
+    low = _morton_split(n, total)
+    return (n * (-(-(total - low) // 8)) + (n * low + 7) // 8
+            + n * sum(-(-w // 8) for w in grids.widths[2:]))
+
+
+def _quantized_layouts(cols: q.GridColumns) -> tuple[list[bytes], bytes]:
+    """The payload as zstd's planes (Morton difference high bytes, their low
+    bits packed, then each code's byte planes) and as raw packed bits."""
+    g, n = cols.grids, len(cols.morton_deltas)
+    total = g.widths[0] + g.widths[1]
+    low = _morton_split(n, total)
+    deltas = cols.morton_deltas
+    planes = _byte_planes(deltas >> np.uint64(low), -(-(total - low) // 8))
+    planes.append(_pack_bits([(deltas & np.uint64((1 << low) - 1), low)]))
+    for codes, w in zip(cols.codes, g.widths[2:]):
+        planes += _byte_planes(codes, -(-w // 8))
+    packed = _pack_bits([(deltas, total), *zip(cols.codes, g.widths[2:])])
+    return planes, packed
+
+
+def _quantized_columns(grids: q.Grids, n: int, raw: bytes, planes: bool) -> q.GridColumns:
+    total = grids.widths[0] + grids.widths[1]
+    if not planes:
+        cols, _ = _unpack_bits(raw, 0, n, [total, *grids.widths[2:]])
+        return q.GridColumns(grids, cols[0], tuple(c.astype(np.int64) for c in cols[1:]))
+    low = _morton_split(n, total)
+    high, pos = _from_planes(raw, 0, n, -(-(total - low) // 8))
+    (low_bits,), pos = _unpack_bits(raw, pos, n, [low])
+    codes = []
+    for w in grids.widths[2:]:
+        values, pos = _from_planes(raw, pos, n, -(-w // 8))
+        codes.append(values.astype(np.int64))
+    return q.GridColumns(grids, (high << np.uint64(low)) | low_bits, tuple(codes))
+
+
+def _from_planes(raw: bytes, pos: int, n: int, width: int) -> tuple[np.ndarray, int]:
+    """``width`` byte planes of ``n`` values at ``pos`` (least significant
+    first) as uint64, and the offset after them."""
+    planes = np.frombuffer(raw, np.uint8, n * width, pos).reshape(width, n)
+    values = np.zeros(n, dtype=np.uint64)
+    for j in range(width):
+        values |= planes[j].astype(np.uint64) << np.uint64(8 * j)
+    return values, pos + n * width
+
+
+def _as_dictionary(dictionary: object) -> zstandard.ZstdCompressionDict:
+    if isinstance(dictionary, (bytes, bytearray, memoryview)):
+        dictionary = zstandard.ZstdCompressionDict(bytes(dictionary))
+    if not isinstance(dictionary, zstandard.ZstdCompressionDict):
+        raise TypeError(f"dictionary must be a zstandard.ZstdCompressionDict or bytes, got "
+                        f"{type(dictionary).__name__}")
+    if not dictionary.dict_id():
+        raise ValueError("dictionary has no id: use one from train_dictionary")
+    return dictionary
+
+
+def _dumps_v2(splats: Splats, p: q.Precision, metadata: Mapping[str, str] | None,
+              dictionary: zstandard.ZstdCompressionDict | None) -> bytes:
+    n = len(splats)
+    descriptor = b""
+    predictors = 0
+    if p.mode == q.MODE_QUANT:
+        cols = q.quantize(splats, p)
+        g = cols.grids
+        predictors = g.predictors
+        if n:
+            descriptor = (bytes(g.widths[i] | g.widths[i + 1] << 4 for i in range(0, 8, 2))
+                          + bytes(g.steps)
+                          + b"".join(_varint(_zigzag(o)) for o in g.offsets))
+        planes, raw_layout = _quantized_layouts(cols)
+    else:
+        fp = q.prepare(splats, p)
+        planes = [pl for a, w in zip(fp.arrays, fp.widths) for pl in _byte_planes(a, w)]
+        raw_layout = b"".join(planes)
+    frame = _compress(planes, dictionary)
+    use_zstd = n > 0 and len(frame) < len(raw_layout)
+    flags = p.mode | (predictors << _PREDICTOR_SHIFT) | (_ZSTD if use_zstd else 0)
+    head = [_varint(splats.width), _varint(splats.height), _varint(n)]
+    extra = b""
+    if use_zstd and dictionary is not None:
+        flags |= _DICTIONARY
+        extra += _U32.pack(dictionary.dict_id())
+    if metadata:
+        meta = _encode_meta(metadata)
+        flags |= _META
+        extra += _varint(len(meta)) + meta
+    header = MAGIC + bytes(VERSION) + b"".join(head) + bytes([flags]) + extra + descriptor
+    raw = b"".join(planes) if use_zstd else raw_layout
+    crc = zlib.crc32(raw, zlib.crc32(header))
+    return header + (frame if use_zstd else raw) + _U32.pack(crc)
 
 
 @contextlib.contextmanager
@@ -311,7 +514,7 @@ def _parse_head(s: _Stream, start: int, data: bytes, minor: int) -> tuple:
     if mode not in q.MODE_NAMES:
         raise s.error(base + 8, f"HEAD: unknown precision mode {mode}")
     size = _head_size(mode)
-    if len(data) < size or (minor == VERSION[1] and len(data) != size):
+    if len(data) < size or (minor == VERSION_1[1] and len(data) != size):
         raise s.error(start, f"{where} is {len(data)} bytes; precision "
                              f"{q.MODE_NAMES[mode]} needs {size}")
     codings = []
@@ -371,9 +574,11 @@ def read_header(fp: BinaryIO, name: str = "<stream>") -> Header:
     if sig != MAGIC:
         raise s.error(0, f"not a .gsi file (signature {sig!r}, expected {MAGIC!r})")
     major, minor = s.read(2, "the version")
-    if major != VERSION[0]:
+    if major == VERSION[0]:
+        return _read_header_v2(s, minor)
+    if major != VERSION_1[0]:
         raise s.error(8, f"unsupported major version {major} (this reader supports "
-                         f"{VERSION[0]})")
+                         f"{VERSION_1[0]} and {VERSION[0]})")
     start, kind, length = s.chunk(MAX_HEAD_BYTES)
     if kind != b"HEAD":
         raise s.error(start, f"first chunk is {kind.decode()!r}, expected 'HEAD'")
@@ -413,7 +618,8 @@ def _skip_ancillary(s: _Stream, start: int, kind: bytes, length: int, where: str
     s.chunk_data(start, kind, length)  # unknown ancillary: checked and skipped
 
 
-def _decompress(s: _Stream, header: Header, payload: bytes) -> bytes:
+def _decompress(s: _Stream, header: Header, payload: bytes,
+                dictionary: zstandard.ZstdCompressionDict | None = None) -> bytes:
     at = header.data_offset
     expected = header.raw_size
     try:
@@ -425,7 +631,7 @@ def _decompress(s: _Stream, header: Header, payload: bytes) -> bytes:
             else f"{params.content_size} bytes"
         raise s.error(at, f"DATA: zstd frame declares {declared}, expected {expected} for "
                           f"{header.n_splats} {header.precision} splats")
-    dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+    dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW, dict_data=dictionary)
     try:
         # The declared size bounds this allocation; the second pass (same,
         # now known-small output) finds bytes after the frame.
@@ -469,10 +675,13 @@ def read_payload(fp: BinaryIO, header: Header, name: str = "<stream>") -> tuple[
     """Read DATA's data (``fp`` positioned there by `read_header`) and the
     chunks after it, checking CRCs, order and the end of the file.
 
-    Returns ``(payload, file_size)``: the still-compressed DATA bytes and the
-    offset just past ``DONE``. Raises `GSIError` for anything malformed.
+    Returns ``(payload, file_size)``: the still-compressed DATA bytes (version
+    2: the payload and the CRC after it) and the file's size. Raises
+    `GSIError` for anything malformed.
     """
     s = _Stream(fp, name, header.data_offset)
+    if header.version[0] == VERSION[0]:
+        return _read_payload_v2(s, header)
     payload = s.chunk_data(header.data_offset - _CHUNK.size, b"DATA", header.data_length)
     while True:
         start, kind, length = s.chunk()
@@ -487,9 +696,17 @@ def read_payload(fp: BinaryIO, header: Header, name: str = "<stream>") -> tuple[
     return payload, s.offset
 
 
-def decode_payload(header: Header, payload: bytes, name: str = "<stream>") -> Splats:
-    """Decompress and decode DATA's bytes (from `read_payload`) into `Splats`."""
+def decode_payload(header: Header, payload: bytes, name: str = "<stream>",
+                   dictionary: zstandard.ZstdCompressionDict | bytes | None = None) -> Splats:
+    """Decompress and decode the payload (from `read_payload`) into `Splats`.
+
+    ``dictionary``: the zstd dictionary a version-2 file names by id (see
+    `train_dictionary`); a file that needs one and gets none or another raises
+    `GSIError`.
+    """
     s = _Stream(io.BytesIO(), name, header.data_offset)
+    if header.version[0] == VERSION[0]:
+        return _decode_payload_v2(s, header, payload, dictionary)
     raw = _decompress(s, header, payload)
     try:
         return q.restore(_columns(header, raw), header.width, header.height)
@@ -497,18 +714,192 @@ def decode_payload(header: Header, payload: bytes, name: str = "<stream>") -> Sp
         raise s.error(header.data_offset, f"DATA: {e}") from None
 
 
-def loads(data: bytes) -> Splats:
-    """Parse the bytes of a .gsi file into `Splats` (raises `GSIError`)."""
+def loads(data: bytes,
+          dictionary: zstandard.ZstdCompressionDict | bytes | None = None) -> Splats:
+    """Parse the bytes of a .gsi file into `Splats` (raises `GSIError`);
+    ``dictionary`` as for `decode_payload`."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
     fp = io.BytesIO(data)
     header = read_header(fp, "<bytes>")
-    return decode_payload(header, read_payload(fp, header, "<bytes>")[0], "<bytes>")
+    return decode_payload(header, read_payload(fp, header, "<bytes>")[0], "<bytes>",
+                          dictionary)
 
 
-def read_file(path: str | os.PathLike) -> Splats:
-    """Read the .gsi file at ``path`` (raises `GSIError` or `OSError`)."""
+def read_file(path: str | os.PathLike,
+              dictionary: zstandard.ZstdCompressionDict | bytes | None = None) -> Splats:
+    """Read the .gsi file at ``path`` (raises `GSIError` or `OSError`);
+    ``dictionary`` as for `decode_payload`."""
     with open(path, "rb") as fp:
         header = read_header(fp, str(path))
         payload, _ = read_payload(fp, header, str(path))
-    return decode_payload(header, payload, str(path))
+    return decode_payload(header, payload, str(path), dictionary)
+
+
+# ---------------------------------------------------------------- reading version 2
+
+
+class _HeadReader:
+    """Reads a version-2 header from a stream, keeping its bytes for the CRC."""
+
+    def __init__(self, s: _Stream, start: bytes) -> None:
+        self.s = s
+        self.data = bytearray(start)
+
+    def read(self, n: int, what: str) -> bytes:
+        data = self.s.read(n, what)
+        self.data += data
+        return data
+
+    def varint(self, what: str, limit: int) -> int:
+        at = self.s.offset
+        value = 0
+        for i in range(_MAX_VARINT_BYTES):
+            (byte,) = self.read(1, what)
+            value |= (byte & 0x7F) << (7 * i)
+            if not byte & 0x80:
+                if i and not byte:
+                    raise self.s.error(at, f"header: {what} is not a minimal varint")
+                if value > limit:
+                    raise self.s.error(at, f"header: {what} {value} exceeds the limit of "
+                                           f"{limit}")
+                return value
+        raise self.s.error(at, f"header: {what} is a varint longer than "
+                               f"{_MAX_VARINT_BYTES} bytes")
+
+
+def _read_header_v2(s: _Stream, minor: int) -> Header:
+    if minor != VERSION[1]:
+        raise s.error(9, f"unsupported version 2.{minor} (this reader supports 2.0)")
+    h = _HeadReader(s, MAGIC + bytes(VERSION))
+    width = h.varint("width", 65535)
+    height = h.varint("height", 65535)
+    if width == 0 or height == 0:
+        raise s.error(10, f"header: reference size {width}x{height} is empty")
+    n = h.varint("splat count", MAX_SPLATS)
+    at = s.offset
+    (flags,) = h.read(1, "the flags")
+    mode = flags & 3
+    if mode not in q.MODE_NAMES:
+        raise s.error(at, f"header: unknown precision mode {mode}")
+    if mode != q.MODE_QUANT and flags >> _PREDICTOR_SHIFT:
+        raise s.error(at, f"header: flags 0x{flags:02x}: predictors in a {q.MODE_NAMES[mode]} "
+                          "file")
+    if flags & _DICTIONARY and not flags & _ZSTD:
+        raise s.error(at, f"header: flags 0x{flags:02x}: a dictionary without zstd")
+    if (flags & _ZSTD) and n == 0:
+        raise s.error(at, f"header: flags 0x{flags:02x}: zstd payload for no splats")
+    dictionary_id = 0
+    if flags & _DICTIONARY:
+        (dictionary_id,) = _U32.unpack(h.read(4, "the dictionary id"))
+        if not dictionary_id:
+            raise s.error(s.offset - 4, "header: dictionary id 0")
+    metadata: dict[str, str] = {}
+    if flags & _META:
+        length = h.varint("metadata length", MAX_META_BYTES)
+        start = s.offset - _CHUNK.size  # _parse_meta reports offsets past a chunk header
+        metadata = _parse_meta(s, start, h.read(length, "the metadata"))
+    grids = None
+    if mode == q.MODE_QUANT and n:
+        at = s.offset
+        widths = tuple(w for b in h.read(4, "the code widths") for w in (b & 15, b >> 4))
+        steps = tuple(h.read(4, "the steps"))
+        offsets = []
+        for field_name in FIELDS:
+            z = h.varint(f"offset of {field_name}", 2 * q.MAX_OFFSET)
+            offsets.append(_unzigzag(z))
+        predictors = flags >> _PREDICTOR_SHIFT
+        try:
+            q.predictor_sources(predictors)
+        except ValueError as e:
+            raise s.error(at, f"header: {e}") from None
+        grids = q.Grids(widths, steps, predictors, tuple(offsets))
+    elif flags >> _PREDICTOR_SHIFT:
+        raise s.error(at, f"header: flags 0x{flags:02x}: predictors without splats")
+    return Header(VERSION, width, height, n, mode, (), metadata, s.offset, 0, grids, flags,
+                  dictionary_id, zlib.crc32(bytes(h.data)))
+
+
+def _payload_bound(header: Header) -> int:
+    raw = header.raw_size
+    return raw + raw // 64 + 1024 if header.flags & _ZSTD else raw
+
+
+def _read_payload_v2(s: _Stream, header: Header) -> tuple[bytes, int]:
+    bound = _payload_bound(header) + 4
+    rest = s.fp.read(bound + 1)
+    rest = rest or b""
+    if len(rest) > bound:
+        raise s.error(s.offset + bound, f"file continues past the {bound - 4} bytes of "
+                                        f"payload {header.n_splats} {header.precision} "
+                                        "splats allow and their CRC")
+    if len(rest) < 4 or (not header.flags & _ZSTD and len(rest) != bound):
+        raise s.error(s.offset + len(rest), f"file is truncated: payload and CRC need "
+                                            f"{bound if not header.flags & _ZSTD else 4}"
+                                            f" bytes, only {len(rest)} left")
+    return rest, s.offset + len(rest)
+
+
+def _decode_payload_v2(s: _Stream, header: Header, payload: bytes,
+                       dictionary: zstandard.ZstdCompressionDict | bytes | None) -> Splats:
+    at = header.data_offset
+    data, (stored,) = payload[:-4], _U32.unpack(payload[-4:])
+    zdict = None
+    if header.flags & _DICTIONARY:
+        if dictionary is None:
+            raise s.error(at, f"payload needs the zstd dictionary with id "
+                              f"{header.dictionary_id}; none was given")
+        zdict = _as_dictionary(dictionary)
+        if zdict.dict_id() != header.dictionary_id:
+            raise s.error(at, f"payload needs the zstd dictionary with id "
+                              f"{header.dictionary_id}, got id {zdict.dict_id()}")
+    raw = _decompress(s, header, data, zdict) if header.flags & _ZSTD else data
+    computed = zlib.crc32(raw, header.crc_seed)
+    if stored != computed:
+        hint = " (or the wrong dictionary)" if zdict is not None else ""
+        raise s.error(at + len(data), f"CRC mismatch (stored 0x{stored:08x}, computed "
+                                      f"0x{computed:08x}); the file is corrupt{hint}")
+    try:
+        if header.mode == q.MODE_QUANT:
+            if header.grids is None:
+                return Splats.from_array(np.zeros((0, 8), np.float32), header.width,
+                                         header.height)
+            cols = _quantized_columns(header.grids, header.n_splats, raw,
+                                      bool(header.flags & _ZSTD))
+            return q.dequantize(cols, header.width, header.height)
+        return q.restore(_columns(header, raw), header.width, header.height)
+    except ValueError as e:
+        raise s.error(at, f"payload: {e}") from None
+
+
+def train_dictionary(files: Iterable[bytes], size: int = 16384) -> zstandard.ZstdCompressionDict:
+    """Train a zstd dictionary of about ``size`` bytes on the payloads of
+    ``files`` (the bytes of version-2 .gsi files written without one, e.g. a
+    sample of a data set's first shard). Pass it to `dumps` and, to decode,
+    to `loads` / `gscodec.open`; store it once next to the files it serves.
+    Raises ValueError when the sample is too small to train on.
+    """
+    samples = []
+    for data in files:
+        fp = io.BytesIO(data)
+        header = read_header(fp, "<sample>")
+        if header.version != VERSION or header.flags & _DICTIONARY:
+            raise ValueError("train_dictionary needs version-2 files written without a "
+                             "dictionary")
+        if not header.n_splats:
+            continue
+        payload, _ = read_payload(fp, header, "<sample>")
+        raw = payload[:-4]
+        if header.flags & _ZSTD:
+            raw = _decompress(_Stream(io.BytesIO(), "<sample>"), header, raw)
+        elif header.mode == q.MODE_QUANT:  # raw bits: what zstd would have seen
+            cols = _quantized_columns(header.grids, header.n_splats, raw, planes=False)
+            raw = b"".join(_quantized_layouts(cols)[0])
+        samples.append(raw)
+    if len(samples) < 8:
+        raise ValueError(f"train_dictionary needs at least 8 files with splats, got "
+                         f"{len(samples)}")
+    try:
+        return zstandard.train_dictionary(size, samples, level=ZSTD_LEVEL)
+    except zstandard.ZstdError as e:
+        raise ValueError(f"cannot train a dictionary on {len(samples)} payloads: {e}") from None

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .engine import render
 from .splats import FIELDS, Splats
 
 __all__ = [
@@ -48,6 +49,11 @@ __all__ = [
     "morton_encode",
     "morton_decode",
     "estimate_bits_per_splat",
+    "Grids",
+    "GridColumns",
+    "quantize",
+    "dequantize",
+    "allocate",
 ]
 
 MODE_FP32, MODE_FP16, MODE_QUANT = 0, 1, 2
@@ -157,13 +163,16 @@ class Precision:
     relative: tuple[bool, ...] = ()
 
     def resolve(self, width: int, height: int) -> tuple[int, ...]:
-        """Absolute bit widths for a ``width`` x ``height`` reference size."""
+        """Absolute bit widths for a ``width`` x ``height`` reference size
+        (version 1.0 files: whole bits only)."""
+        if any(b != int(b) for b in self.bits):
+            raise ValueError(f"precision {self.name!r}: fractional bits need a version-2 file")
         out = []
         for i, (b, rel) in enumerate(zip(self.bits, self.relative)):
             if rel:
                 side = width if i == 0 else height
                 b += max(0, math.ceil(math.log2(side)))
-            out.append(min(MAX_BITS, max(1, b)))
+            out.append(min(MAX_BITS, max(1, int(b))))
         return tuple(out)
 
 
@@ -175,8 +184,10 @@ def parse_precision(precision: str) -> Precision:
     comma-separated ``name=bits`` with names ``pos``, ``scale`` (l11, l22),
     ``shear`` (l21), ``color`` or single fields (``x``, ``y``, ``l11``, ...),
     bits 1..16, later entries overriding earlier ones. Position bits written
-    ``+k`` are relative to the reference size (``ceil(log2(side)) + k``);
-    every field must be given.
+    ``+k`` are relative to the reference size (``ceil(log2(side)) + k``;
+    version 2: a grid of 1/2**k pixel); every field must be given.
+    Fractional bits (``color=6.5``: a step of range / (2**6.5 - 1);
+    ``pos=+2.5``) are for version-2 files, which quantize by step.
     """
     if not isinstance(precision, str):
         raise TypeError(f"precision must be a str, got {type(precision).__name__}")
@@ -193,11 +204,12 @@ def parse_precision(precision: str) -> Precision:
         raise ValueError(f"unknown precision {precision!r} (expected one of {known})")
     bits: dict[str, tuple[int, bool]] = {}
     for item in precision[2:].split(","):
-        m = re.fullmatch(r"\s*([a-z0-9]+)\s*=\s*(\+?)(\d{1,2})\s*", item)
+        m = re.fullmatch(r"\s*([a-z0-9]+)\s*=\s*(\+?)(\d{1,2}(?:\.\d{1,3})?)\s*", item)
         if not m or m.group(1) not in _GROUPS:
             raise ValueError(f"precision {precision!r}: cannot parse {item!r} "
                              f"(expected name=bits, name one of {', '.join(_GROUPS)})")
-        name, plus, value = m.group(1), m.group(2) == "+", int(m.group(3))
+        name, plus, text = m.group(1), m.group(2) == "+", m.group(3)
+        value = float(text) if "." in text else int(text)
         for field in _GROUPS[name]:
             if plus and field not in ("x", "y"):
                 raise ValueError(f"precision {precision!r}: only positions take '+bits', "
@@ -333,7 +345,11 @@ def restore(columns: Columns, width: int, height: int) -> Splats:
                 raise ValueError(f"field {FIELDS[i]}, splat {j}: code {int(k[j])} exceeds "
                                  f"{c.bits} bits")
         arr = np.stack([c.decode(k) for c, k in zip(codings, stored)], axis=1)
-    arr = arr.reshape(-1, 8)
+    return _checked_splats(arr.reshape(-1, 8), width, height)
+
+
+def _checked_splats(arr: np.ndarray, width: int, height: int) -> Splats:
+    # What every reader checks after dequantizing (docs/format.md, 4.2).
     bad = ~np.isfinite(arr)
     if bad.any():
         j, i = np.argwhere(bad)[0]
@@ -345,10 +361,14 @@ def restore(columns: Columns, width: int, height: int) -> Splats:
     return Splats.from_array(arr, width, height)
 
 
-def roundtrip(splats: Splats, precision: str | Precision) -> Splats:
-    """The splats a reader gets from a file written with ``precision``
-    (same values, same order), without writing one."""
-    return restore(prepare(splats, precision), splats.width, splats.height)
+def roundtrip(splats: Splats, precision: str | Precision, major: int = 2) -> Splats:
+    """The splats a reader gets from a file (format version ``major``, 2 or
+    1) written with ``precision`` (same values, same order), without writing
+    one."""
+    p = precision if isinstance(precision, Precision) else parse_precision(precision)
+    if p.mode == MODE_QUANT and major == 2:
+        return dequantize(quantize(splats, p), splats.width, splats.height)
+    return restore(prepare(splats, p), splats.width, splats.height)
 
 
 def estimate_bits_per_splat(precision: str | Precision, n_splats: int, width: int,
@@ -374,3 +394,286 @@ def estimate_bits_per_splat(precision: str | Precision, n_splats: int, width: in
     saving = min(2.5, max(0.0, 1.5 + 0.27 * math.log2(n / 4096)))
     raw = 8 * ((bits[0] + bits[1] + 7) // 8 + sum((b + 7) // 8 for b in bits[2:]))
     return min(position + sum(b - saving for b in bits[2:]), raw + 2.0)
+
+
+# ---------------------------------------------------------------- format v2: grids and predictors
+#
+# Format v2 stores every quantized field as an integer grid index v with
+# value = v * step (positions: v * step reference pixels, one step for both
+# axes). Fields that share a step (the two log sizes; the three colours) have
+# grid indices on one grid, so one can predict another exactly: g from r, b
+# from r or g. The stored code is v - offset - prediction, never negative.
+
+#: Widest v2 code of one field (a 4-bit width in the header).
+MAX_BITS_V2 = 15
+#: Largest magnitude of a stored offset (keeps v * step exact in binary64).
+MAX_OFFSET = 1 << 40
+#: Fields sharing one step byte: position (x, y, in pixels), log sizes (l11,
+#: l22), shear (l21), colour (r, g, b).
+STEP_GROUPS = ((0, 1), (2, 4), (3,), (5, 6, 7))
+#: Colour predictors: field -> the source field of each choice (None: none).
+#: The predictor byte holds g's choice in bit 0 and b's in bits 1-2.
+_PREDICTOR_CHOICES = {6: (None, 5), 7: (None, 5, 6)}
+#: One step byte: (4 + (byte & 3)) * 2**((byte >> 2) - 44), increasing in byte.
+STEP_TABLE = np.array([math.ldexp(4 + (c & 3), (c >> 2) - 44) for c in range(256)])
+
+
+def step_value(code: int) -> float:
+    """The grid step a step byte stands for (exact in binary64)."""
+    return float(STEP_TABLE[code])
+
+
+def _step_code(step: float) -> int:
+    """Step byte nearest ``step`` in ratio (255 at most, 0 at least)."""
+    i = int(np.searchsorted(STEP_TABLE, step, side="left"))
+    if i >= 256:
+        return 255
+    if i and STEP_TABLE[i] / step > step / STEP_TABLE[i - 1]:
+        return i - 1
+    return i
+
+
+def predictor_sources(predictors: int) -> dict[int, int]:
+    """``{field index: source field index}`` of the predicted fields of a
+    predictor byte; raises ValueError for an invalid byte."""
+    g, b = predictors & 1, (predictors >> 1) & 3
+    if predictors >> 3 or b > 2:
+        raise ValueError(f"invalid predictor byte 0x{predictors:02x}")
+    sources = {6: _PREDICTOR_CHOICES[6][g], 7: _PREDICTOR_CHOICES[7][b]}
+    return {f: src for f, src in sources.items() if src is not None}
+
+
+@dataclass(frozen=True)
+class Grids:
+    """The quantizer of a v2 quantized file (its header's descriptor).
+
+    ``widths``: bits of the 8 stored code columns (0..15). ``steps``: step
+    bytes of the position (pixels), log size, shear and colour grids.
+    ``predictors``: the predictor byte. ``offsets``: 8 integers added to the
+    stored codes (and to the prediction) to give grid indices.
+    """
+
+    widths: tuple[int, ...]
+    steps: tuple[int, int, int, int]
+    predictors: int
+    offsets: tuple[int, ...]
+
+    def field_step(self, i: int) -> float:
+        """Step of field ``i`` in its units (pixels, log units, normalized)."""
+        return step_value(self.steps[next(j for j, g in enumerate(STEP_GROUPS) if i in g)])
+
+    @property
+    def spec(self) -> str:
+        """An explicit precision spec with these code widths (for re-encoding)."""
+        return "q:" + ",".join(f"{f}={max(1, w)}" for f, w in zip(FIELDS, self.widths))
+
+
+@dataclass(frozen=True)
+class GridColumns:
+    """What a v2 quantized payload holds: sorted Morton code differences
+    (uint64) and the codes (int64, non-negative) of l11, l21, l22, r, g, b.
+    ``order``: stored splat i is input splat ``order[i]`` (None when read)."""
+
+    grids: Grids
+    morton_deltas: np.ndarray
+    codes: tuple[np.ndarray, ...]
+    order: np.ndarray | None = None
+
+
+def _fits(v: np.ndarray) -> bool:
+    return v.size == 0 or (int(v.max()) - int(v.min()) < (1 << MAX_BITS_V2)
+                           and int(np.abs(v).max()) < MAX_OFFSET)
+
+
+def _order0_bits(codes: np.ndarray) -> float:
+    _, counts = np.unique(codes, return_counts=True)
+    return float(-(counts * np.log2(counts / counts.sum())).sum())
+
+
+def _requested_step(p: Precision, group: tuple[int, ...], t: np.ndarray) -> float:
+    # Positions "+k": 1/2**k pixel; otherwise b bits over the widest range in
+    # the group. The finest request in a group wins.
+    steps = [2.0 ** -p.bits[i] for i in group if p.relative[i]]
+    absolute = [p.bits[i] for i in group if not p.relative[i]]
+    if absolute:
+        span = float(np.ptp(t, axis=1).max()) if t.shape[1] else 0.0
+        steps.append(span / (2.0 ** min(absolute) - 1))
+    return min(steps)
+
+
+def quantize(splats: Splats, precision: str | Precision) -> GridColumns:
+    """Quantize ``splats`` for a v2 file of a quantized ``precision``.
+
+    Each step group gets the step table entry nearest its requested step (see
+    `_requested_step`), coarsened until every field spans at most 15 bits.
+    Colours are predicted from each other where that gives fewer bits
+    (order-0 entropy of the codes).
+    """
+    p = precision if isinstance(precision, Precision) else parse_precision(precision)
+    if p.mode != MODE_QUANT:
+        raise ValueError(f"precision {p.name!r} is not a quantized mode")
+    arr = splats.to_array().astype(np.float64)
+    n = len(arr)
+    arr[:, 0] *= splats.width
+    arr[:, 1] *= splats.height
+    arr[:, 2] = np.log(arr[:, 2])
+    arr[:, 4] = np.log(arr[:, 4])
+    index: dict[int, np.ndarray] = {}
+    steps = []
+    for group in STEP_GROUPS:
+        t = arr[:, group].T
+        code = _step_code(_requested_step(p, group, t))
+        while True:
+            v = np.rint(t / step_value(code)).astype(np.int64)
+            if _fits(v) or code == 255:
+                break
+            code += 1
+        if group == (2, 4):
+            v = _valid_sizes(v, step_value(code))
+        steps.append(code)
+        index.update(zip(group, v))
+    predictors = 0
+    for f, sources in _PREDICTOR_CHOICES.items():
+        costs = [_order0_bits(index[f] - (index[src] if src is not None else 0)) if n else 0.0
+                 for src in sources]
+        predictors |= int(np.argmin(costs)) << (0 if f == 6 else 1)
+    chosen = predictor_sources(predictors)
+    stored = [index[i] - (index[chosen[i]] if i in chosen else 0) for i in range(8)]
+    offsets = tuple(int(v.min()) if n else 0 for v in stored)
+    codes = [v - o for v, o in zip(stored, offsets)]
+    widths = tuple(int(c.max()).bit_length() if n else 0 for c in codes)
+    morton = morton_encode(codes[0], codes[1], widths[0], widths[1])
+    order = np.argsort(morton, kind="stable")
+    morton = morton[order]
+    grids = Grids(widths, tuple(steps), predictors, offsets)
+    return GridColumns(grids, np.diff(morton, prepend=np.uint64(0)),
+                       tuple(c[order] for c in codes[2:]), order)
+
+
+def _valid_sizes(v: np.ndarray, step: float) -> np.ndarray:
+    # A log size whose grid value overflows (or underflows) float32 moves one
+    # step inwards; the true value lies within half a step, so that suffices.
+    out = v.copy()
+    value = np.exp(out * step).astype(np.float32)
+    out[np.isinf(value)] -= 1
+    out[value == 0] += 1
+    return out
+
+
+def dequantize(columns: GridColumns, width: int, height: int) -> Splats:
+    """Inverse of `quantize`: the `Splats` a reader gets (ValueError naming the
+    field and splat for codes or values a valid file cannot hold)."""
+    g = columns.grids
+    morton = np.cumsum(columns.morton_deltas, dtype=np.uint64)
+    total = g.widths[0] + g.widths[1]
+    if morton.size and int(morton[-1]) >> total:
+        i = int(np.argmax(morton >> np.uint64(total) > 0))
+        raise ValueError(f"splat {i}: Morton code {int(morton[i])} exceeds {total} bits")
+    qx, qy = morton_decode(morton, g.widths[0], g.widths[1])
+    arr = np.empty((morton.size, 8), dtype=np.float32)
+    sources = predictor_sources(g.predictors)
+    index: dict[int, np.ndarray] = {}
+    for i, k in enumerate((qx.astype(np.int64), qy.astype(np.int64), *columns.codes)):
+        if k.size and int(k.max()) >> g.widths[i]:
+            j = int(np.argmax(k >> g.widths[i] > 0))
+            raise ValueError(f"field {FIELDS[i]}, splat {j}: code {int(k[j])} exceeds "
+                             f"{g.widths[i]} bits")
+        index[i] = k + g.offsets[i] + (index[sources[i]] if i in sources else 0)
+        t = index[i] * g.field_step(i)
+        if i < 2:
+            t = t / (width, height)[i]
+        arr[:, i] = (np.exp(t) if i in (2, 4) else t).astype(np.float32)
+    return _checked_splats(arr, width, height)
+
+
+# ---------------------------------------------------------------- rate-distortion allocation
+
+#: What `allocate` varies: position grids (+k) and bits of each step group.
+_POSITION_CHOICES = tuple(b / 4 for b in range(0, 17))  # a grid of 1 .. 1/16 pixel
+_BITS_CHOICES = tuple(b / 2 for b in range(6, 25))  # 3 .. 12 bits
+
+
+def _spec(pos: float, scale: float, shear: float, color: float) -> str:
+    return f"q:pos=+{pos:g},scale={scale:g},shear={shear:g},color={color:g}"
+
+
+def _group_rate(cols: GridColumns, group: int) -> float:
+    """Estimated bits (order-0 entropy) of one group's columns in a v2 payload."""
+    if group == 0:  # positions: packed low bits of the Morton gaps + entropy of the rest
+        total = cols.grids.widths[0] + cols.grids.widths[1]
+        low = max(0, total - len(cols.morton_deltas).bit_length() - 3)
+        return low * len(cols.morton_deltas) + _order0_bits(cols.morton_deltas >> np.uint64(low))
+    fields = STEP_GROUPS[group]
+    return sum(_order0_bits(cols.codes[i - 2]) for i in fields)
+
+
+def allocate(splats: Splats, psnr: float) -> str:
+    """The per-field precision for ``splats`` with the fewest estimated bits
+    whose render stays within ``psnr`` dB of the unquantized render (PSNR of
+    the 8-bit renders at the reference size).
+
+    Measures, per field group (positions, sizes, shear, colour) and per
+    precision, the render's squared error with only that group quantized and
+    the group's entropy in a version-2 payload; picks one precision per group
+    on the lower convex hull of rate against error (a Lagrangian sweep) with
+    the summed error within the target, then checks the real render and
+    tightens the target until it holds. Returns an explicit ``q:`` spec
+    (fractional bits: version-2 files only).
+    """
+    if not isinstance(splats, Splats):
+        raise TypeError(f"splats must be gscodec.Splats, got {type(splats).__name__}")
+    if not psnr > 0:
+        raise ValueError(f"psnr must be a positive number of dB, got {psnr!r}")
+    if len(splats) == 0:
+        return _spec(2, 7, 7, 7)
+    # Errors of the unclamped float render (no 8-bit rounding noise), in
+    # 8-bit units, less what the finest setting of the other groups costs.
+    ref = render(splats, dtype=np.float32).astype(np.float64) * 255
+    lossless = 14.0  # bits of the groups held fixed while one is measured
+
+    def error_and_rate(spec: str, group: int) -> tuple[float, float]:
+        cols = quantize(splats, spec)
+        out = render(dequantize(cols, splats.width, splats.height), dtype=np.float32)
+        return float(((out * 255.0 - ref) ** 2).sum()), _group_rate(cols, group)
+
+    floor = error_and_rate(_spec(4, lossless, lossless, lossless), 0)[0]
+
+    options = []
+    for group, choices in enumerate((_POSITION_CHOICES,) + (_BITS_CHOICES,) * 3):
+        table = []
+        for c in choices:
+            args = [4, lossless, lossless, lossless]
+            args[group] = c
+            error, rate = error_and_rate(_spec(*args), group)
+            table.append((c, max(0.0, error - floor), rate))
+        options.append(table)
+    # The summed errors are an estimate: try budgets around the target and
+    # keep the cheapest spec whose real 8-bit render meets it.
+    target = ref.size * 255.0 ** 2 / 10 ** (psnr / 10)
+    ref8 = render(splats).astype(np.float64)
+    best = None
+    tried = set()
+    for scale in np.geomspace(4.0, 0.25, 13):
+        spec, rate = _cheapest(options, target * scale)
+        if spec in tried or (best is not None and rate >= best[1]):
+            continue
+        tried.add(spec)
+        out = render(roundtrip(splats, spec)).astype(np.float64)
+        if float(((out - ref8) ** 2).sum()) <= target:
+            best = (spec, rate)
+    return best[0] if best else _spec(4, lossless, lossless, lossless)
+
+
+def _cheapest(options: list[list[tuple[float, float, float]]],
+              budget: float) -> tuple[str, float]:
+    """Per group the choice minimizing error + lambda * rate, for the lambda
+    giving the lowest total rate with total error within ``budget``."""
+    best = None
+    for lam in np.geomspace(1e-3, 1e9, 400):
+        picks = [min(t, key=lambda o: o[1] + lam * o[2]) for t in options]
+        error, rate = sum(p[1] for p in picks), sum(p[2] for p in picks)
+        if error <= budget and (best is None or rate < best[0]):
+            best = (rate, [p[0] for p in picks])
+    if best is None:  # even the finest choices miss the budget
+        best = (float("inf"), [t[-1][0] for t in options])
+    return _spec(*best[1]), best[0]
