@@ -1,10 +1,12 @@
 """Hostile bytes: every truncation, every bit flip, splices, random bytes and
 structure-aware mutations (valid CRCs, broken contents) of small .gsi files
-must raise `GSIError` and nothing else (no other exception, no warning, no
-crash), or decode to valid splats where the mutation left a valid file."""
+(versions 1.0 and 2.0, with and without a dictionary) must raise `GSIError`
+and nothing else (no other exception, no warning, no crash), or decode to
+valid splats where the mutation left a valid file."""
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
@@ -30,20 +32,35 @@ def _splats(n: int, seed: int) -> Splats:
     return Splats(rng.uniform(0, 1, (n, 2)), chol, rng.normal(0.5, 0.3, (n, 3)), 40, 30)
 
 
+V1 = {"version": fmt.VERSION_1}
 CORPUS = [
+    fmt.dumps(_splats(3, 0), precision="fp32", **V1),
+    fmt.dumps(_splats(5, 1), precision="fp16", metadata={"source": "a.png", "k": "v"}, **V1),
+    fmt.dumps(_splats(6, 2), precision="q7", **V1),
+    fmt.dumps(_splats(4, 3), precision="q:x=12,y=11,l11=16,l21=9,l22=3,r=1,g=8,b=16", **V1),
+    fmt.dumps(_splats(0, 4), precision="q6", **V1),
+    fmt.dumps(_splats(40, 5), precision="q8", metadata={"encoder": "gscodec"}, **V1),
+]
+DICTIONARY = fmt.train_dictionary([fmt.dumps(_splats(40, 100 + i), precision="q7")
+                                   for i in range(40)], size=2048)
+CORPUS_V2 = [
     fmt.dumps(_splats(3, 0), precision="fp32"),
     fmt.dumps(_splats(5, 1), precision="fp16", metadata={"source": "a.png", "k": "v"}),
-    fmt.dumps(_splats(6, 2), precision="q7"),
-    fmt.dumps(_splats(4, 3), precision="q:x=12,y=11,l11=16,l21=9,l22=3,r=1,g=8,b=16"),
+    fmt.dumps(_splats(6, 2), precision="q7"),  # raw bit-packed payload
+    fmt.dumps(_splats(4, 3), precision="q:x=12,y=11,l11=15,l21=9,l22=3,r=1,g=8.5,b=15"),
     fmt.dumps(_splats(0, 4), precision="q6"),
-    fmt.dumps(_splats(40, 5), precision="q8", metadata={"encoder": "gscodec"}),
+    fmt.dumps(_splats(2, 6), precision="q10"),
+    fmt.dumps(_splats(100, 5), precision="q8", metadata={"encoder": "gscodec"}),  # zstd
+    fmt.dumps(_splats(60, 7), precision="q7", dictionary=DICTIONARY),
 ]
+assert all(fmt.read_header(io.BytesIO(d)).flags & 16 for d in CORPUS_V2[-2:])  # zstd
+assert fmt.read_header(io.BytesIO(CORPUS_V2[-1])).dictionary_id == DICTIONARY.dict_id()
 
 
 def load_or_gsierror(data: bytes) -> Splats | None:
     """Parse; `GSIError` is the only acceptable failure (anything else fails)."""
     try:
-        out = fmt.loads(data)
+        out = fmt.loads(data, dictionary=DICTIONARY)
     except GSIError as e:
         assert str(e).startswith("<bytes>: offset "), str(e)
         return None
@@ -52,16 +69,15 @@ def load_or_gsierror(data: bytes) -> Splats | None:
 
 
 def test_corpus_is_valid() -> None:
-    for data in CORPUS:
-        assert isinstance(fmt.loads(data), Splats)
+    for data in CORPUS + CORPUS_V2:
+        assert isinstance(fmt.loads(data, dictionary=DICTIONARY), Splats)
 
 
-@pytest.mark.parametrize("index", range(len(CORPUS)))
-def test_every_truncation(index: int) -> None:
-    data = CORPUS[index]
+@pytest.mark.parametrize("data", CORPUS + CORPUS_V2)
+def test_every_truncation(data: bytes) -> None:
     for end in range(len(data)):
         with pytest.raises(GSIError):
-            fmt.loads(data[:end])
+            fmt.loads(data[:end], dictionary=DICTIONARY)
 
 
 @pytest.mark.parametrize("index", range(len(CORPUS)))
@@ -80,8 +96,86 @@ def test_every_bit_flip(index: int) -> None:
         buf[bit // 8] ^= 1 << (bit % 8)
 
 
+@pytest.mark.parametrize("index", range(len(CORPUS_V2)))
+def test_every_bit_flip_v2(index: int) -> None:
+    # The CRC covers the header and the decompressed payload: a flip is
+    # rejected, or (a bit zstd ignores) decodes to the very same splats.
+    data = CORPUS_V2[index]
+    original = fmt.loads(data, dictionary=DICTIONARY)
+    buf = bytearray(data)
+    for bit in range(len(data) * 8):
+        buf[bit // 8] ^= 1 << (bit % 8)
+        out = load_or_gsierror(bytes(buf))
+        assert out is None or out == original, bit
+        buf[bit // 8] ^= 1 << (bit % 8)
+
+
+def _v2_parts(file: bytes) -> tuple[bytes, bytes, bytes, bool]:
+    """Header bytes, payload, decompressed payload and whether it is zstd."""
+    header = fmt.read_header(io.BytesIO(file))
+    payload = file[header.data_offset:-4]
+    zstd = bool(header.flags & 16)
+    raw = zstandard.ZstdDecompressor(dict_data=DICTIONARY if header.dictionary_id else None
+                                     ).decompress(payload) if zstd else payload
+    return file[:header.data_offset], payload, raw, zstd
+
+
+def _v2_build(head: bytes, payload: bytes, raw: bytes) -> bytes:
+    return head + payload + struct.pack("<I", zlib.crc32(raw, zlib.crc32(head)))
+
+
+V2_FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@V2_FUZZ
+@given(st.sampled_from(CORPUS_V2), st.data())
+def test_v2_mutated_headers_with_valid_crcs(file: bytes, data: st.DataObject) -> None:
+    # The CRC recomputed, so the mutation reaches the varints, flags, widths,
+    # steps, offsets, predictors and dictionary id.
+    head, payload, raw, _ = _v2_parts(file)
+    mutated = head[:10] + _mutate(data, head[10:])
+    load_or_gsierror(_v2_build(mutated, payload, raw))
+
+
+@V2_FUZZ
+@given(st.sampled_from(CORPUS_V2), st.data())
+def test_v2_mutated_payloads_with_valid_crcs(file: bytes, data: st.DataObject) -> None:
+    # Reaches the unpacking, the predictors and the value checks.
+    head, _, raw, zstd = _v2_parts(file)
+    mutated = _mutate(data, raw)
+    payload = mutated
+    if zstd:
+        payload = zstandard.ZstdCompressor(
+            level=1, write_content_size=True, write_dict_id=False,
+            dict_data=DICTIONARY if fmt.read_header(io.BytesIO(file)).dictionary_id else None,
+        ).compress(mutated)
+    out = load_or_gsierror(_v2_build(head, payload, mutated))
+    if out is not None:
+        assert len(mutated) == len(raw)
+        arr = out.to_array()
+        assert np.isfinite(arr).all() and (arr[:, [2, 4]] > 0).all()
+
+
+def test_missing_or_wrong_dictionary_is_a_clear_error() -> None:
+    data = CORPUS_V2[-1]
+    with pytest.raises(GSIError, match=f"needs the zstd dictionary with id "
+                                       f"{DICTIONARY.dict_id()}; none was given"):
+        fmt.loads(data)
+    other = fmt.train_dictionary([fmt.dumps(_splats(50, 300 + i), precision="q6")
+                                  for i in range(40)], size=2048)
+    assert other.dict_id() != DICTIONARY.dict_id()
+    with pytest.raises(GSIError, match=f"got id {other.dict_id()}"):
+        fmt.loads(data, dictionary=other)
+    # Same id, other contents: the CRC of the decompressed payload catches it.
+    forged = other.as_bytes()[:4] + DICTIONARY.as_bytes()[4:8] + other.as_bytes()[8:]
+    with pytest.raises(GSIError, match="CRC mismatch|zstd data is corrupt"):
+        fmt.loads(data, dictionary=bytes(forged))
+    assert fmt.loads(data, dictionary=DICTIONARY.as_bytes()) == fmt.loads(data,
+                                                                         dictionary=DICTIONARY)
+
+
 @FUZZ
-@given(st.sampled_from(CORPUS), st.sampled_from(CORPUS), st.data())
+@given(st.sampled_from(CORPUS + CORPUS_V2), st.sampled_from(CORPUS + CORPUS_V2), st.data())
 def test_splices(a: bytes, b: bytes, data: st.DataObject) -> None:
     cut_a = data.draw(st.integers(0, len(a)))
     cut_b = data.draw(st.integers(0, len(b)))
@@ -100,6 +194,8 @@ def test_random_bytes(data: bytes) -> None:
 def test_random_bytes_after_a_valid_signature(tail: bytes) -> None:
     with pytest.raises(GSIError):
         fmt.loads(fmt.MAGIC + b"\x01\x00" + tail)
+    with pytest.raises(GSIError):
+        fmt.loads(fmt.MAGIC + b"\x02\x00" + tail)  # the CRC (or a check before it) fails
 
 
 def _build(parts: list[tuple[bytes, bytes]]) -> bytes:

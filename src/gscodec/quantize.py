@@ -582,7 +582,9 @@ def dequantize(columns: GridColumns, width: int, height: int) -> Splats:
         t = index[i] * g.field_step(i)
         if i < 2:
             t = t / (width, height)[i]
-        arr[:, i] = (np.exp(t) if i in (2, 4) else t).astype(np.float32)
+        # A hostile file may overflow float32 here; the checks below reject it.
+        with np.errstate(over="ignore", under="ignore"):
+            arr[:, i] = (np.exp(t) if i in (2, 4) else t).astype(np.float32)
     return _checked_splats(arr, width, height)
 
 
