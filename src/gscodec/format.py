@@ -640,7 +640,7 @@ def _decompress(s: _Stream, header: Header, payload: bytes,
         obj.decompress(payload)
         rest = obj.unused_data
     except zstandard.ZstdError as e:
-        raise s.error(at, f"DATA: zstd data is corrupt ({e})") from None
+        raise s.error(at, f"DATA: zstd data is corrupt or truncated ({e})") from None
     if len(raw) != expected:
         raise s.error(at, f"DATA: decompressed to {len(raw)} bytes, expected {expected}")
     if rest:

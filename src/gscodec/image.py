@@ -48,9 +48,10 @@ class GSImage:
 
     def __init__(self, header: fmt.Header, *, name: str, file_size: int,
                  data: bytes | None = None, path: Path | None = None,
-                 payload: bytes | None = None) -> None:
+                 payload: bytes | None = None, dictionary: Any = None) -> None:
         """Internal: use `gscodec.open` or `gscodec.encode`."""
         self._header = header
+        self._dictionary = dictionary
         self._name = name
         self._file_size = file_size
         self._data = data  # the whole file, when it is in memory
@@ -126,7 +127,8 @@ class GSImage:
             if self._payload is None:
                 self.tobytes()  # reads (and checks) the payload too
             assert self._payload is not None
-            self._splats = fmt.decode_payload(self._header, self._payload, self._name)
+            self._splats = fmt.decode_payload(self._header, self._payload, self._name,
+                                              self._dictionary)
         return self._splats
 
     def render(self, size: Size | None = None) -> np.ndarray:
@@ -207,12 +209,15 @@ def _check_size_arg(size: Any) -> tuple[int | None, int | None]:
     return size[0], size[1]
 
 
-def open(src: str | os.PathLike | BinaryIO | bytes) -> GSImage:  # noqa: A001 (PIL-style)
+def open(src: str | os.PathLike | BinaryIO | bytes,  # noqa: A001 (PIL-style)
+         dictionary: Any = None) -> GSImage:
     """Open a .gsi image from a path, a binary file object or bytes.
 
-    Only the header is parsed (and, for file objects and bytes, the chunk
-    structure and CRCs checked); the payload is decoded on first use. Raises
-    `GSIError` for malformed files, `OSError` for unreadable paths.
+    Only the header is parsed (and, for file objects and bytes, the file's
+    structure checked); the payload is decoded on first use. ``dictionary``:
+    the zstd dictionary (`gscodec.format.train_dictionary`) a file written
+    with one needs. Raises `GSIError` for malformed files (and for a missing
+    or wrong dictionary, on decoding), `OSError` for unreadable paths.
     """
     if isinstance(src, (bytes, bytearray, memoryview)):
         src = io.BytesIO(bytes(src))
@@ -222,11 +227,13 @@ def open(src: str | os.PathLike | BinaryIO | bytes) -> GSImage:  # noqa: A001 (P
         with builtins.open(path, "rb") as f:
             header = fmt.read_header(f, str(path))
             size = os.fstat(f.fileno()).st_size
-        return GSImage(header, name=str(path), file_size=size, path=path)
+        return GSImage(header, name=str(path), file_size=size, path=path,
+                       dictionary=dictionary)
     if hasattr(src, "read"):
         name = str(getattr(src, "name", "<file>"))
         header, payload, size, data = _read_stream(src, name)
-        return GSImage(header, name=name, file_size=size, data=data, payload=payload)
+        return GSImage(header, name=name, file_size=size, data=data, payload=payload,
+                       dictionary=dictionary)
     raise TypeError(f"src must be a path, a binary file object or bytes, got "
                     f"{type(src).__name__}")
 

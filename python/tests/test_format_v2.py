@@ -1,0 +1,239 @@
+"""Format version 2: round trips of every mode and size, quantization bounds,
+the compact header, crafted headers, dictionaries and per-field allocation
+(docs/format.md)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import zstandard
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import gscodec
+from gscodec import GSIError, Splats
+from gscodec import format as fmt
+from gscodec import quantize as q
+from test_format import FAST, MODES, random_splats, splat_sets
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+V2_MODES = MODES + ["q:pos=+2.5,scale=6.5,shear=5.25,color=7.75", "q:pos=+0,scale=1,shear=1,color=1"]
+
+
+def header_of(data: bytes) -> fmt.Header:
+    return fmt.read_header(io.BytesIO(data))
+
+
+@st.composite
+def sized_splats(draw: st.DrawFn) -> Splats:
+    """0, 1, 2 or many splats at tiny or huge reference sizes."""
+    n = draw(st.sampled_from([0, 1, 2, 50]))
+    width = draw(st.sampled_from([1, 2, 3, 32, 65535]))
+    height = draw(st.sampled_from([1, 5, 512, 65535]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    chol = np.stack([np.exp(rng.uniform(-9, 1, n)), rng.normal(0, 0.05, n),
+                     np.exp(rng.uniform(-9, 1, n))], axis=1)
+    return Splats(rng.uniform(-0.2, 1.2, (n, 2)), chol, rng.normal(0.4, 0.5, (n, 3)),
+                  width, height)
+
+
+@FAST
+@given(st.one_of(splat_sets(), sized_splats()), st.sampled_from(V2_MODES))
+def test_roundtrip_every_mode_and_size(splats: Splats, precision: str) -> None:
+    data = fmt.dumps(splats, precision=precision)
+    assert data[8:10] == b"\x02\x00"
+    out = fmt.loads(data)
+    assert out == q.roundtrip(splats, precision)  # the file holds what roundtrip says
+    assert (out.width, out.height, len(out)) == (splats.width, splats.height, len(splats))
+    assert fmt.dumps(out, precision="fp32") == fmt.dumps(fmt.loads(fmt.dumps(
+        out, precision="fp32")), precision="fp32")
+    if precision == "fp32":
+        assert out == splats
+
+
+@FAST
+@given(st.one_of(splat_sets(), sized_splats()), st.sampled_from(V2_MODES[2:]))
+def test_quantized_values_within_half_a_step(splats: Splats, precision: str) -> None:
+    cols = q.quantize(splats, precision)
+    out = q.dequantize(cols, splats.width, splats.height)
+    want = splats.to_array().astype(np.float64)[cols.order]
+    got = out.to_array().astype(np.float64)
+    want[:, 0] *= splats.width
+    got[:, 0] *= splats.width
+    want[:, 1] *= splats.height
+    got[:, 1] *= splats.height
+    for i in (2, 4):
+        want[:, i], got[:, i] = np.log(want[:, i]), np.log(got[:, i])
+    for i, name in enumerate(fmt.FIELDS):
+        step = cols.grids.field_step(i)
+        # half a step, plus float32 rounding of the value (in its own units)
+        tol = step / 2 + 2.0**-23 * (1 + np.abs(want[:, i]) + (2 if i < 2 else 0)
+                                     * max(splats.width, splats.height))
+        assert (np.abs(got[:, i] - want[:, i]) <= tol).all(), (name, step)
+
+
+def test_presets_keep_their_order_of_size_and_quality() -> None:
+    s = random_splats(500)
+    sizes = [len(fmt.dumps(s, precision=p)) for p in ("fp32", "fp16", "q10", "q8", "q7", "q6")]
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_v1_files_are_still_written_on_request() -> None:
+    s = random_splats(20)
+    data = fmt.dumps(s, precision="q7", version=fmt.VERSION_1)
+    assert data[8:10] == b"\x01\x00"
+    assert fmt.loads(data) == q.roundtrip(s, "q7", major=1)
+    with pytest.raises(ValueError, match="version must be"):
+        fmt.dumps(s, version=(1, 1))
+    with pytest.raises(ValueError, match="fractional bits need a version-2 file"):
+        fmt.dumps(s, precision="q:pos=+2,scale=6.5,shear=7,color=7", version=fmt.VERSION_1)
+
+
+# ---------------------------------------------------------------- the compact header
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "q7"])
+def test_empty_file_is_18_bytes(precision: str) -> None:
+    empty = Splats.from_array(np.zeros((0, 8), np.float32), 32, 32)
+    data = fmt.dumps(empty, precision=precision)
+    # signature, version, width, height, count, flags, CRC
+    assert len(data) == 8 + 2 + 1 + 1 + 1 + 1 + 4
+    assert fmt.loads(data) == empty
+
+
+def test_small_quantized_file_header() -> None:
+    s = random_splats(16, 32, 32)
+    data = fmt.dumps(s, precision="q7")
+    h = header_of(data)
+    # 14 fixed bytes, 4 of widths, 4 of steps, 8 offsets of 1-2 bytes; CRC 4
+    assert h.data_offset + 4 <= 14 + 4 + 4 + 16 + 4
+    assert len(data) < len(fmt.dumps(s, precision="q7", version=fmt.VERSION_1)) - 100
+    assert not h.flags & 16  # 16 splats: raw packed bits beat a zstd frame
+
+
+def test_header_fields_and_info() -> None:
+    s = random_splats(300, 640, 480)
+    data = fmt.dumps(s, precision="q7", metadata={"source": "kodim23.png", "ключ": "значение"})
+    h = header_of(data)
+    assert (h.version, h.width, h.height, h.n_splats) == ((2, 0), 640, 480, 300)
+    assert h.metadata == {"source": "kodim23.png", "ключ": "значение"}
+    assert q.step_value(h.grids.steps[0]) == 0.25  # q7: a 1/4-pixel grid
+    info = h.describe(len(data))
+    assert info["version"] == "2.0" and info["payload_bytes"] == len(data) - h.data_offset - 4
+    assert info["grids"]["steps"] == list(h.grids.steps) or info["grids"]["steps"] == h.grids.steps
+    assert info["dictionary_id"] is None
+
+
+def _file(fields: bytes, payload: bytes = b"", raw: bytes | None = None) -> bytes:
+    head = fmt.MAGIC + b"\x02\x00" + fields
+    raw = payload if raw is None else raw
+    return head + payload + struct.pack("<I", zlib.crc32(raw, zlib.crc32(head)))
+
+
+@pytest.mark.parametrize("fields, message", [
+    (b"\x00\x05\x00\x00", "offset 10: header: reference size 0x5 is empty"),
+    (b"\x80\x80\x04\x05\x00\x00", "width 65536 exceeds the limit of 65535"),
+    (b"\x85\x00\x05\x00\x00", "width is not a minimal varint"),
+    (b"\x05\x05\x81\x80\x40\x00", "splat count 1048577 exceeds the limit"),
+    (b"\x05\x05\x00\x03", "unknown precision mode 3"),
+    (b"\x05\x05\x00\x08", "a dictionary without zstd"),
+    (b"\x05\x05\x00\x12", "zstd payload for no splats"),
+    (b"\x05\x05\x00\x21", "predictors in a fp16 file"),
+    (b"\x05\x05\x00\x22", "predictors without splats"),
+    (b"\x05\x05\x01\xe2" + b"\x00" * 16, "invalid predictor byte 0x07"),
+    (b"\x05\x05" + b"\xff" * 11, "longer than 10 bytes"),
+])
+def test_crafted_headers_are_rejected(fields: bytes, message: str) -> None:
+    with pytest.raises(GSIError, match=message):
+        fmt.loads(_file(fields))
+
+
+def test_crafted_payloads_are_rejected() -> None:
+    one = fmt.dumps(random_splats(1), precision="q7")
+    h = header_of(one)
+    with pytest.raises(GSIError, match="CRC mismatch"):
+        fmt.loads(one[:-1] + bytes([one[-1] ^ 1]))
+    with pytest.raises(GSIError, match="file continues past"):
+        fmt.loads(one[:-4] + b"\x00" + one[-4:])
+    with pytest.raises(GSIError, match="unsupported version 2.1"):
+        fmt.loads(one[:9] + b"\x01" + one[10:])
+    # A code over its width (byte planes of all ones) is named.
+    big = fmt.dumps(random_splats(300), precision="q7")
+    h = header_of(big)
+    assert h.flags & 16
+    raw = b"\xff" * h.raw_size
+    frame = zstandard.ZstdCompressor(write_content_size=True).compress(raw)
+    with pytest.raises(GSIError, match="exceeds"):
+        fmt.loads(_file(big[10:h.data_offset], frame, raw))
+
+
+# ---------------------------------------------------------------- dictionaries
+
+
+@pytest.fixture(scope="module")
+def dictionary():
+    return fmt.train_dictionary([fmt.dumps(random_splats(200, 32, 32, seed=i), precision="q7")
+                                 for i in range(40)], size=4096)
+
+
+def test_dictionary_roundtrip_and_open(dictionary, tmp_path) -> None:
+    s = random_splats(200, 32, 32, seed=999)
+    plain = fmt.dumps(s, precision="q7")
+    data = fmt.dumps(s, precision="q7", dictionary=dictionary)
+    h = header_of(data)
+    assert h.dictionary_id == dictionary.dict_id() and h.flags & 8
+    assert len(data) < len(plain)
+    assert fmt.loads(data, dictionary=dictionary) == fmt.loads(plain)
+    path = tmp_path / "d.gsi"
+    path.write_bytes(data)
+    assert fmt.read_file(path, dictionary=dictionary.as_bytes()) == fmt.loads(plain)
+    with gscodec.open(path, dictionary=dictionary) as im:
+        assert np.array_equal(im.render(), gscodec.render(fmt.loads(plain)))
+    with gscodec.open(data) as im:
+        with pytest.raises(GSIError, match="needs the zstd dictionary"):
+            im.render()
+
+
+def test_dictionary_api_misuse(dictionary) -> None:
+    with pytest.raises(TypeError, match="dictionary must be"):
+        fmt.dumps(random_splats(3), precision="q7", dictionary="no")
+    with pytest.raises(ValueError, match="needs version 2"):
+        fmt.dumps(random_splats(3), precision="q7", dictionary=dictionary,
+                  version=fmt.VERSION_1)
+    with pytest.raises(ValueError, match="at least 8 files"):
+        fmt.train_dictionary([fmt.dumps(random_splats(3), precision="q7")])
+    with pytest.raises(ValueError, match="version-2 files written without"):
+        fmt.train_dictionary([fmt.dumps(random_splats(3), precision="q7", version=fmt.VERSION_1)])
+
+
+def test_file_that_gains_nothing_from_the_dictionary_stays_self_contained(dictionary) -> None:
+    one = random_splats(1, 32, 32)
+    data = fmt.dumps(one, precision="q7", dictionary=dictionary)
+    assert not header_of(data).flags & 8
+    assert fmt.loads(data) == q.roundtrip(one, "q7")
+
+
+# ---------------------------------------------------------------- allocation
+
+
+def test_allocate_meets_the_target_with_fewer_bits_for_looser_targets() -> None:
+    img = np.zeros((24, 32, 3), np.uint8)
+    img[:, :16] = (200, 40, 40)
+    img[8:, 16:] = (30, 160, 220)
+    img[::3, ::5] = 255
+    splats = gscodec.fit(img, 60, iterations=100)
+    ref = gscodec.render(splats).astype(np.float64)
+    sizes = []
+    for target in (30.0, 40.0):
+        spec = q.allocate(splats, target)
+        out = gscodec.render(fmt.loads(fmt.dumps(splats, precision=spec))).astype(np.float64)
+        assert 10 * np.log10(255**2 / max(np.mean((out - ref) ** 2), 1e-12)) >= target
+        sizes.append(len(fmt.dumps(splats, precision=spec)))
+    assert sizes[0] < sizes[1]
+    with pytest.raises(ValueError, match="psnr must be"):
+        q.allocate(splats, 0)
