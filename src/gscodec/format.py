@@ -806,7 +806,7 @@ def _read_header_v2(s: _Stream, minor: int) -> Header:
         steps = tuple(h.read(4, "the steps"))
         offsets = []
         for field_name in FIELDS:
-            z = h.varint(f"offset of {field_name}", 2 * q.MAX_OFFSET)
+            z = h.varint(f"offset of {field_name}", 2 * q.MAX_OFFSET - 1)
             offsets.append(_unzigzag(z))
         predictors = flags >> _PREDICTOR_SHIFT
         try:

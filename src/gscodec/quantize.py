@@ -495,9 +495,12 @@ def _requested_step(p: Precision, group: tuple[int, ...], t: np.ndarray) -> floa
     # the group. The finest request in a group wins.
     steps = [2.0 ** -p.bits[i] for i in group if p.relative[i]]
     absolute = [p.bits[i] for i in group if not p.relative[i]]
-    if absolute:
-        span = float(np.ptp(t, axis=1).max()) if t.shape[1] else 0.0
+    if absolute and t.shape[1]:
+        # A field of one value gets a step for its magnitude (small offsets).
+        span = float(np.ptp(t, axis=1).max()) or float(np.abs(t).max()) or 1.0
         steps.append(span / (2.0 ** min(absolute) - 1))
+    elif absolute:
+        steps.append(1.0)
     return min(steps)
 
 

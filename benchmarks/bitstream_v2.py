@@ -1,0 +1,175 @@
+"""Format v2 against v1.0: bits per splat at each preset and at equal distortion
+(Kodak), bytes per image of small images with and without a dictionary
+(CIFAR-10 test), and decode time (768x512, 10k splats), all in one run.
+
+    nice -n 10 .venv/bin/python benchmarks/fit_cache.py kodak --limit 24
+    nice -n 10 .venv/bin/python benchmarks/fit_cache.py cifar --limit 500
+    nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py kodak --limit 24
+    nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py cifar --limit 500
+    nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py speed
+
+kodak: for each cached fit (3000 splats, 300 iterations) and preset, the v1.0
+file, the v2 file of the same preset, and the v2 file whose per-field
+precision `gscodec.quantize.allocate` picks for the v1.0 preset's distortion
+(PSNR of its render against the unquantized render); bits per splat (whole
+file) and PSNR against the original image. cifar: q7 bytes per image at 16 /
+32 / 64 splats, v1.0, v2, and v2 with a dictionary trained on every fifth
+image's v2 file (those images are left out of all three averages).
+speed: parse + render of one 768x512 file with 10k splats, v1.0 vs v2,
+median of 7 runs each, interleaved.
+Prints markdown and writes benchmarks/out/bitstream_v2-<which>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import header, kodak_paths, psnr  # noqa: E402
+from fit_cache import CIFAR_SPLATS, cifar_fits, cifar_paths, kodak_fits, OUT  # noqa: E402
+
+import gscodec  # noqa: E402
+from gscodec import format as fmt  # noqa: E402
+from gscodec import quantize as q  # noqa: E402
+
+PRESETS = ("q6", "q7", "q8", "q10")
+V1 = fmt.VERSION_1
+
+
+def kodak(limit: int) -> dict:
+    originals = {p.stem: np.asarray(Image.open(p).convert("RGB")) for p in kodak_paths(limit)}
+    rows = []
+    for name, splats in kodak_fits(limit):
+        n = len(splats)
+        unquantized = gscodec.render(splats)
+        row = {"image": name, "psnr_fp32": psnr(unquantized, originals[name])}
+        for preset in PRESETS:
+            for label, precision, version in (("v1", preset, V1), ("v2", preset, fmt.VERSION)):
+                data = fmt.dumps(splats, precision=precision, version=version)
+                out = gscodec.render(fmt.loads(data))
+                row[f"{preset}_{label}"] = (len(data) * 8 / n, psnr(out, originals[name]),
+                                            psnr(out, unquantized))
+            spec = q.allocate(splats, row[f"{preset}_v1"][2])
+            data = fmt.dumps(splats, precision=spec)
+            out = gscodec.render(fmt.loads(data))
+            row[f"{preset}_alloc"] = (len(data) * 8 / n, psnr(out, originals[name]),
+                                      psnr(out, unquantized), spec)
+        rows.append(row)
+        print(name, {k: v if isinstance(v, str) else np.round(v[:3], 2).tolist()
+                     for k, v in row.items() if k.startswith("q7")}, flush=True)
+    return {"rows": rows}
+
+
+def kodak_table(result: dict) -> str:
+    rows = result["rows"]
+    lines = [f"Kodak, {len(rows)} images, 3000 splats, 300 iterations; mean bits per splat "
+             "(whole file) and mean PSNR (dB, against the original image):", "",
+             "| preset | v1.0 bits/splat | v1.0 PSNR | v2 preset bits/splat | v2 preset PSNR | "
+             "v2 at v1.0's distortion: bits/splat | PSNR | saving |",
+             "|---|---|---|---|---|---|---|---|"]
+    for preset in PRESETS:
+        m = {k: np.mean([r[f"{preset}_{k}"][0] for r in rows]) for k in ("v1", "v2", "alloc")}
+        p = {k: np.mean([r[f"{preset}_{k}"][1] for r in rows]) for k in ("v1", "v2", "alloc")}
+        lines.append(f"| `{preset}` | {m['v1']:.1f} | {p['v1']:.2f} | {m['v2']:.1f} | "
+                     f"{p['v2']:.2f} | {m['alloc']:.1f} | {p['alloc']:.2f} | "
+                     f"{100 * (1 - m['alloc'] / m['v1']):.0f}% |")
+    return "\n".join(lines)
+
+
+def cifar(limit: int) -> dict:
+    result = {}
+    for n in CIFAR_SPLATS:
+        fits = cifar_fits(limit, n)
+        train = [fmt.dumps(s, precision="q7") for s in fits[::5]]
+        test = [s for i, s in enumerate(fits) if i % 5]
+        dictionary = fmt.train_dictionary(train)
+        sizes = {
+            "v1": [len(fmt.dumps(s, precision="q7", version=V1)) for s in test],
+            "v2": [len(fmt.dumps(s, precision="q7")) for s in test],
+            "v2_dictionary": [len(fmt.dumps(s, precision="q7", dictionary=dictionary))
+                              for s in test],
+        }
+        result[n] = {k: float(np.mean(v)) for k, v in sizes.items()}
+        result[n]["test_images"] = len(test)
+        result[n]["dictionary_bytes"] = len(dictionary.as_bytes())
+        print(n, result[n], flush=True)
+    return result
+
+
+def cifar_table(result: dict) -> str:
+    lines = ["CIFAR-10 test, q7, mean bytes per image (whole file); the dictionary (q7, "
+             "trained on every fifth image, those left out):", "",
+             "| splats | images | v1.0 | v2 | v2 + dictionary | dictionary size |",
+             "|---|---|---|---|---|---|"]
+    for n, r in result.items():
+        lines.append(f"| {n} | {r['test_images']} | {r['v1']:.1f} | {r['v2']:.1f} | "
+                     f"{r['v2_dictionary']:.1f} | {r['dictionary_bytes']} |")
+    return "\n".join(lines)
+
+
+def speed() -> dict:
+    cache = OUT / "kodak-kodim01-10000-speed.npz"
+    if cache.exists():
+        z = np.load(cache)
+        splats = gscodec.Splats.from_array(z["splats"], int(z["width"]), int(z["height"]))
+    else:
+        image = np.asarray(Image.open(kodak_paths(1)[0]).convert("RGB"))
+        splats = gscodec.fit(image, 10000, iterations=100)
+        np.savez(cache, splats=splats.to_array(), width=splats.width, height=splats.height)
+    files = {"v1": fmt.dumps(splats, precision="q7", version=V1),
+             "v2": fmt.dumps(splats, precision="q7")}
+    times: dict[str, list[float]] = {k: [] for k in files}
+    for _ in range(8):
+        for k, data in files.items():
+            t0 = time.perf_counter()
+            with gscodec.open(data) as im:
+                im.render()
+            times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v[1:]) for k, v in times.items()}
+    parse = {}
+    for k, data in files.items():
+        t0 = time.perf_counter()
+        for _ in range(10):
+            fmt.loads(data)
+        parse[k] = (time.perf_counter() - t0) / 10
+    result = {"decode_s": med, "parse_s": parse, "ratio": med["v2"] / med["v1"],
+              "bytes": {k: len(v) for k, v in files.items()}}
+    print(result)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("which", choices=["kodak", "cifar", "speed"])
+    ap.add_argument("--limit", type=int, default=24)
+    args = ap.parse_args()
+    command = " ".join(["benchmarks/bitstream_v2.py", *sys.argv[1:]])
+    if args.which == "kodak":
+        result = kodak(args.limit)
+        table = kodak_table(result)
+    elif args.which == "cifar":
+        result = cifar(args.limit)
+        table = cifar_table(result)
+    else:
+        result = speed()
+        table = (f"768x512, 10k splats, q7 (v1.0 {result['bytes']['v1']} bytes, v2 "
+                 f"{result['bytes']['v2']}): parse + render {result['decode_s']['v1'] * 1e3:.1f}"
+                 f" ms (v1.0) vs {result['decode_s']['v2'] * 1e3:.1f} ms (v2), ratio "
+                 f"{result['ratio']:.3f}; parse alone {result['parse_s']['v1'] * 1e3:.1f} vs "
+                 f"{result['parse_s']['v2'] * 1e3:.1f} ms")
+    print(header(command))
+    print(table)
+    (OUT.parent / f"bitstream_v2-{args.which}.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
