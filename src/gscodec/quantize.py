@@ -621,9 +621,10 @@ def allocate(splats: Splats, psnr: float) -> str:
     precision, the render's squared error with only that group quantized and
     the group's entropy in a version-2 payload; picks one precision per group
     on the lower convex hull of rate against error (a Lagrangian sweep) with
-    the summed error within the target, then checks the real render and
-    tightens the target until it holds. Returns an explicit ``q:`` spec
-    (fractional bits: version-2 files only).
+    the summed error within the target, checks the real render, then
+    coarsens one group a notch at a time while the real render still meets
+    the target. Returns an explicit ``q:`` spec (fractional bits: version-2
+    files only).
     """
     if not isinstance(splats, Splats):
         raise TypeError(f"splats must be gscodec.Splats, got {type(splats).__name__}")
@@ -653,24 +654,37 @@ def allocate(splats: Splats, psnr: float) -> str:
             table.append((c, max(0.0, error - floor), rate))
         options.append(table)
     # The summed errors are an estimate: try budgets around the target and
-    # keep the cheapest spec whose real 8-bit render meets it.
+    # keep the cheapest choice whose real 8-bit render meets it.
     target = ref.size * 255.0 ** 2 / 10 ** (psnr / 10)
     ref8 = render(splats).astype(np.float64)
     best = None
-    tried = set()
+    def passes(choice: list[float]) -> bool:
+        out = render(roundtrip(splats, _spec(*choice))).astype(np.float64)
+        return float(((out - ref8) ** 2).sum()) <= target
+
+    best = None
     for scale in np.geomspace(4.0, 0.25, 13):
-        spec, rate = _cheapest(options, target * scale)
-        if spec in tried or (best is not None and rate >= best[1]):
-            continue
-        tried.add(spec)
-        out = render(roundtrip(splats, spec)).astype(np.float64)
-        if float(((out - ref8) ** 2).sum()) <= target:
-            best = (spec, rate)
-    return best[0] if best else _spec(4, lossless, lossless, lossless)
+        choice, rate = _cheapest(options, target * scale)
+        if (best is None or rate < best[1]) and passes(choice):
+            best = (choice, rate)
+    if best is None:
+        return _spec(4, lossless, lossless, lossless)
+    # The summed estimates are conservative: coarsen one group a notch at a
+    # time while the real render still meets the target.
+    choice = list(best[0])
+    improved = True
+    while improved:
+        improved = False
+        for group, notch in ((3, 0.25), (1, 0.25), (2, 0.25), (0, 0.25)):
+            trial = choice.copy()
+            trial[group] -= notch
+            if trial[group] >= (0 if group == 0 else 1) and passes(trial):
+                choice, improved = trial, True
+    return _spec(*choice)
 
 
 def _cheapest(options: list[list[tuple[float, float, float]]],
-              budget: float) -> tuple[str, float]:
+              budget: float) -> tuple[list[float], float]:
     """Per group the choice minimizing error + lambda * rate, for the lambda
     giving the lowest total rate with total error within ``budget``."""
     best = None
@@ -681,4 +695,4 @@ def _cheapest(options: list[list[tuple[float, float, float]]],
             best = (rate, [p[0] for p in picks])
     if best is None:  # even the finest choices miss the budget
         best = (float("inf"), [t[-1][0] for t in options])
-    return _spec(*best[1]), best[0]
+    return best[1], best[0]
