@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import zstandard
 
+from gscodec import Splats
 from gscodec import format as fmt
 from test_format import random_splats
 
@@ -125,9 +126,18 @@ def test_spec_decoder_matches_gscodec(n: int, precision: str) -> None:
     assert np.array_equal(decode(data), fmt.loads(data).to_array())
 
 
-def test_spec_decoder_cases_cover_both_payloads_and_predictors() -> None:
-    flags = [fmt.read_header(io.BytesIO(fmt.dumps(random_splats(n, 40, 30, seed=n),
-                                                                  precision="q6"))).flags
-             for n in (16, 300)]
-    assert not flags[0] & 16 and flags[1] & 16  # raw packed bits, then a zstd frame
-    assert any(f >> 5 for f in flags)  # a colour predictor in use
+def grey_ish(n: int) -> Splats:
+    """Splats whose colours are alike across channels (as in real fits)."""
+    s = random_splats(n, 40, 30, seed=n)
+    rng = np.random.default_rng(n)
+    rgb = s.rgb[:, :1] + rng.normal(0, 0.02, (n, 3))
+    return Splats(s.xy, s.chol, rgb, s.width, s.height)
+
+
+@pytest.mark.parametrize("n", [16, 300])
+def test_spec_decoder_with_predictors(n: int) -> None:
+    data = fmt.dumps(grey_ish(n), precision="q7")
+    flags = fmt.read_header(io.BytesIO(data)).flags
+    assert flags >> 5 in (0b011, 0b101)  # g from r, b from r or g
+    assert bool(flags & 16) == (n == 300)  # raw packed bits, then a zstd frame
+    assert np.array_equal(decode(data), fmt.loads(data).to_array())
