@@ -297,17 +297,25 @@ def _pack_bits(columns: list[tuple[np.ndarray, int]]) -> bytes:
 
 def _unpack_bits(data: bytes, offset: int, n: int,
                  widths: list[int]) -> tuple[list[np.ndarray], int]:
-    """Inverse of `_pack_bits` (the bytes at ``offset``): the columns and the
-    offset after them."""
+    """Inverse of `_pack_bits` (the bytes at ``offset``): the columns (uint64)
+    and the offset after them. Each value is read from the 8 bytes at its
+    first bit (widths are at most 30 bits), so memory stays O(n)."""
     total = n * sum(widths)
     nbytes = (total + 7) // 8
-    bits = np.unpackbits(np.frombuffer(data, np.uint8, nbytes, offset))[:total]
-    out, pos = [], 0
+    padded = np.frombuffer(data[offset:offset + nbytes] + bytes(8), np.uint8)
+    out, start = [], 0
     for w in widths:
-        block = bits[pos:pos + n * w].reshape(n, w).astype(np.uint64)
-        out.append((block << np.arange(w - 1, -1, -1, dtype=np.uint64)).sum(
-            axis=1, dtype=np.uint64) if w else np.zeros(n, np.uint64))
-        pos += n * w
+        if not w:
+            out.append(np.zeros(n, np.uint64))
+            continue
+        bit = start + np.arange(n, dtype=np.uint64) * np.uint64(w)
+        first = (bit >> np.uint64(3)).astype(np.intp)
+        word = np.zeros(n, np.uint64)
+        for k in range(8):
+            word = (word << np.uint64(8)) | padded[first + k].astype(np.uint64)
+        shift = np.uint64(64 - w) - (bit & np.uint64(7))
+        out.append((word >> shift) & np.uint64((1 << w) - 1))
+        start += n * w
     return out, offset + nbytes
 
 

@@ -569,8 +569,14 @@ def dequantize(columns: GridColumns, width: int, height: int) -> Splats:
     """Inverse of `quantize`: the `Splats` a reader gets (ValueError naming the
     field and splat for codes or values a valid file cannot hold)."""
     g = columns.grids
-    morton = np.cumsum(columns.morton_deltas, dtype=np.uint64)
     total = g.widths[0] + g.widths[1]
+    deltas = columns.morton_deltas
+    # Each gap is below 2**total (so the sums cannot overflow), then the last
+    # (largest) code must be too.
+    if deltas.size and int(deltas.max()) >> total:
+        i = int(np.argmax(deltas >> np.uint64(total) > 0))
+        raise ValueError(f"splat {i}: Morton difference {int(deltas[i])} exceeds {total} bits")
+    morton = np.cumsum(deltas, dtype=np.uint64)
     if morton.size and int(morton[-1]) >> total:
         i = int(np.argmax(morton >> np.uint64(total) > 0))
         raise ValueError(f"splat {i}: Morton code {int(morton[i])} exceeds {total} bits")
