@@ -159,10 +159,11 @@ class DenseFit:
     """The fitting loop of cpp/cpu/fit.cpp, dense and with autograd.
 
     Same units (centre and shear in grid cells of sqrt(W*H/N) pixels, the
-    Cholesky diagonal as logarithms clamped to [log 0.3, log max(W, H)] after
-    each step, colours as they are), same loss, torch.optim.Adam with the same
-    per-group rates and eps. No learning-rate decay and no pruning: compare with
-    gscodec.fit(..., lr_final_ratio=1.0) and pruning off.
+    Cholesky diagonal as logarithms, colours as they are), same clamps after
+    each step (centres to the image, log standard deviations to
+    [log 0.3, log max(W, H)]), same loss, torch.optim.Adam with the same
+    per-group rates and eps. No learning-rate decay, no L1 on colours and no
+    pruning: compare with gscodec.fit(..., lr_final_ratio=1.0) and their defaults.
     """
 
     def __init__(self, image: np.ndarray, init: np.ndarray, lr_position: float, lr_covariance: float,
@@ -182,6 +183,7 @@ class DenseFit:
         self.log_c = leaf(p[:, 4].log())
         self.rgb = leaf(p[:, 5:8])
         self.log_std_range = (math.log(MIN_STD), math.log(max(self.width, self.height)))
+        self.xy_max = torch.tensor([self.width, self.height], dtype=dtype) / self.cell
         self.optimizer = torch.optim.Adam([
             {"params": [self.xy], "lr": lr_position},
             {"params": [self.log_a, self.shear, self.log_c], "lr": lr_covariance},
@@ -201,6 +203,7 @@ class DenseFit:
         loss.backward()
         self.optimizer.step()
         with torch.no_grad():
+            self.xy.clamp_(torch.zeros_like(self.xy_max), self.xy_max)
             self.log_a.clamp_(*self.log_std_range)
             self.log_c.clamp_(*self.log_std_range)
         return loss.item()
@@ -210,6 +213,15 @@ class DenseFit:
         with torch.no_grad():
             scale = pixel_scale(self.width, self.height, self.dtype)
             return (self.pixel() / scale).numpy().astype(np.float32)
+
+
+def dense_fit(image: np.ndarray, init: np.ndarray, iterations: int, lr_position: float,
+              lr_covariance: float, lr_color: float, dtype: torch.dtype = torch.float64) -> np.ndarray:
+    """`iterations` DenseFit steps from normalized `init`; returns normalized (N, 8) float32."""
+    fit = DenseFit(image, init, lr_position, lr_covariance, lr_color, dtype)
+    for _ in range(iterations):
+        fit.step()
+    return fit.normalized()
 
 
 # ---- test data ----------------------------------------------------------------------

@@ -18,6 +18,8 @@ from gscodec import Splats, _core
 from reference import (fit_grad, random_pixel_splats, random_splats, render, render_grad, smooth_image,
                        tile_bins, to_pixel, to_u8)
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest.py
+
 INFO = gscodec.backends()
 COMPILED = INFO["cuda_compiled"]
 AVAILABLE = INFO["cuda_available"]
@@ -87,7 +89,7 @@ def test_cuda_entry_points_raise_without_a_device():
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 80), width=st.integers(1, 70),
        height=st.integers(1, 50), big=st.booleans())
-def test_cpu_tile_binning_matches_numpy_twin(seed, n, width, height, big):
+def test_cpu_tile_binning_matches_twin(seed, n, width, height, big):
     """The CPU binning (the CUDA binning's twin) and splat_math's pixel box, on the CPU."""
     rng = np.random.default_rng(seed)
     p = random_pixel_splats(rng, n, width, height, hi=30.0 if big else 4.0)
@@ -198,30 +200,27 @@ def relative_close(got, want, rtol):
     assert err.max() < rtol, f"worst relative error {err.max():.2e} in column {err.max(axis=0).argmax()}"
 
 
+def assert_backward_matches(rng, p, w, h, rtol, direct=False):
+    """The CUDA render backward for a random upstream gradient against the CPU's
+    (float64 hook) and the twin's autograd."""
+    upstream = rng.normal(size=(h, w, 3))
+    got = _core._cuda_render_backward_px(p, w, h, upstream.astype(np.float32), force_direct=direct)
+    relative_close(got, _core._render_backward_px_f64(p.astype(np.float64), w, h, upstream), rtol)
+    relative_close(got, render_grad(p, w, h, upstream), rtol)
+
+
 @gpu
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("direct", [False, True])
 def test_cuda_backward_matches_cpu(seed, direct):
     rng = np.random.default_rng(seed)
-    w, h = 45, 38
-    p = random_pixel_splats(rng, 60, w, h)
-    upstream = rng.normal(size=(h, w, 3))
-    want = _core._render_backward_px_f64(p.astype(np.float64), w, h, upstream)
-    got = _core._cuda_render_backward_px(p, w, h, upstream.astype(np.float32), force_direct=direct)
-    relative_close(got, want, 2e-4)
-    relative_close(got, render_grad(p, w, h, upstream), 2e-4)
+    assert_backward_matches(rng, random_pixel_splats(rng, 60, 45, 38), 45, 38, 2e-4, direct)
 
 
 @gpu
 def test_cuda_backward_many_splats_per_tile():
     rng = np.random.default_rng(9)
-    w, h = 24, 20
-    p = random_pixel_splats(rng, 900, w, h, hi=6.0)
-    upstream = rng.normal(size=(h, w, 3))
-    want = _core._render_backward_px_f64(p.astype(np.float64), w, h, upstream)
-    got = _core._cuda_render_backward_px(p, w, h, upstream.astype(np.float32))
-    relative_close(got, want, 5e-4)
-    relative_close(got, render_grad(p, w, h, upstream), 5e-4)
+    assert_backward_matches(rng, random_pixel_splats(rng, 900, 24, 20, hi=6.0), 24, 20, 5e-4)
 
 
 @gpu
@@ -233,8 +232,8 @@ def test_cuda_fused_fit_step_matches_cpu(seed, direct):
     w, h = 40, 33
     p = random_pixel_splats(rng, 80, w, h)
     target = smooth_image(rng, h, w)
-    render = _core._render_px_f64(p.astype(np.float64), w, h)
-    _, grad_image = _core._l2_loss_and_grad_f64(render, target.astype(np.float64) / 255)
+    image = _core._render_px_f64(p.astype(np.float64), w, h)
+    _, grad_image = _core._l2_loss_and_grad_f64(image, target.astype(np.float64) / 255)
     want = _core._render_backward_px_f64(p.astype(np.float64), w, h, grad_image)
     got = _core._cuda_fit_grad_px(p, w, h, target, force_direct=direct)
     relative_close(got, want, 1e-3)

@@ -1,12 +1,16 @@
 """The CPU backward pass and loss (float64 test hooks) against central finite
-differences and against the reference twin's autograd."""
+differences and against the reference twin's autograd; the fitting loop (CPU,
+and CUDA where present) against the twin's dense fit."""
 
 import numpy as np
 import pytest
 import torch
 
+import gscodec
 from gscodec import _core
-from reference import fit_grad, l2_loss, random_pixel_splats, render, render_grad, smooth_image
+from reference import dense_fit, fit_grad, l2_loss, random_pixel_splats, render, render_grad, smooth_image
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest.py
 
 GROUPS = {"position": [0, 1], "covariance": [2, 3, 4], "colour": [5, 6, 7]}
 
@@ -93,3 +97,18 @@ def test_fit_gradient_matches_twin(seed):
     got = _core._render_backward_px_f64(params, width, height, grad_image)
     want = fit_grad(params, width, height, target)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_fit_steps_follow_twin(sample_image, device):
+    """The fitting loop (constant learning rates, no pruning) against the twin's
+    dense autograd fit from the same initial splats: the same units, loss, Adam
+    and clamps, so the same splats to float32 rounding after 10 steps."""
+    image = sample_image[:48, :64].copy()
+    lrs = dict(lr_position=0.05, lr_covariance=0.05, lr_color=0.01)
+    init = gscodec.fit(image, 60, iterations=0, device="cpu")
+    got = gscodec.fit(image, 60, iterations=10, lr_final_ratio=1.0, device=device, **lrs).to_array()
+    want = dense_fit(image, init.to_array(), 10, **lrs)
+    err = np.abs(got - want) / np.abs(want).max(axis=0)
+    assert err.max() < 1e-3, f"worst relative error {err.max():.2e} in column {err.max(axis=0).argmax()}"
+    assert np.median(err) < 1e-5

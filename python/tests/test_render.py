@@ -9,6 +9,8 @@ import gscodec
 from gscodec import Splats
 from reference import CUTOFF, cutoff_box, power, random_splats, render, to_pixel, to_u8
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest.py
+
 
 @settings(max_examples=40, deadline=None)
 @given(
