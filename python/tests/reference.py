@@ -11,8 +11,8 @@ hand-written backward pass against autograd.
 - the fit's loss (cpp/cpu/loss.h);
 - gradients by autograd, float64: of the render (the backward kernels' twin) and
   of the loss (the fused fit step's twin);
-- a dense fit (DenseFit) in the fit's own units, which benchmarks/cpu_vs_torch.py
-  times against gscodec.fit.
+- a dense fit (DenseFit, dense_fit) in the fit's own units, which
+  benchmarks/cpu_vs_torch.py also times against gscodec.fit.
 
 Precision: the power q, and so which pixels fall inside the cutoff, is computed
 in the parameters' dtype with the C++ operations in the C++ order, so float32
@@ -112,7 +112,8 @@ def to_u8(img: np.ndarray) -> np.ndarray:
 
 
 def render(pixel, width: int, height: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Dense render of pixel rows: H x W x 3 in `dtype`, unclamped, differentiable."""
+    """Dense render of pixel rows: H x W x 3, unclamped, differentiable; the power
+    (and cutoff) in the rows' dtype, weights and sums in `dtype`."""
     p = torch.as_tensor(pixel)
     return torch.einsum("nhw,nc->hwc", weight(power(p, width, height), dtype), p[:, 5:8].to(dtype))
 
@@ -148,7 +149,7 @@ def fit_grad(pixel, width: int, height: int, target: np.ndarray) -> np.ndarray:
     """d loss / d pixel rows, (N, 8) float64, for an H x W x 3 uint8 target: the
     twin of the fit step's forward + loss + backward (the fused CUDA kernel)."""
     p = _leaf(pixel)
-    l2_loss(render(p, width, height), torch.from_numpy(target).to(torch.float64) / 255).backward()
+    l2_loss(render(p, width, height), torch.tensor(target, dtype=torch.float64) / 255).backward()
     return p.grad.numpy()
 
 
@@ -171,7 +172,7 @@ class DenseFit:
         self.height, self.width = image.shape[:2]
         self.dtype = dtype
         self.cell = math.sqrt(self.width * self.height / len(init))
-        self.target = torch.from_numpy(image).to(dtype) / 255
+        self.target = torch.tensor(image, dtype=dtype) / 255
         p = to_pixel(np.asarray(init, np.float64), self.width, self.height).to(dtype)
 
         def leaf(t):
