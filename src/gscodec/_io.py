@@ -1,0 +1,159 @@
+"""Files: atomic writes, image loading and class-name lists, for every part of gscodec.
+
+One atomic writer serves the CLI, the PIL-style API and the dataset
+pipeline: data goes to a uniquely named temporary file in the target's own
+folder, is fsynced, renamed over the target, and the folder is fsynced so the
+rename itself survives a crash. Temporary names end in ``.tmp`` (never
+``.gsi``/``.png``/``.tar``), so a killed run's leftovers never match a glob
+for outputs, and they carry a random token, so two runs writing the same
+file at once (or a rerun right after a kill) never collide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "atomic_path",
+    "atomic_write",
+    "write_json_atomic",
+    "temporary_name",
+    "fsync_dir",
+    "load_image",
+    "read_class_names",
+]
+
+
+def temporary_name(path: str | os.PathLike) -> Path:
+    """A unique hidden sibling of ``path`` ending in ``.tmp``: ``dir/.NAME.<token>.tmp``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make renames inside folder ``path`` durable (no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on folders; the rename still happened
+        pass
+    finally:
+        os.close(fd)
+
+
+def _check_replaceable(path: Path) -> None:
+    """Refuse to replace anything but a regular file (or nothing).
+
+    A rename over a symlink, FIFO or device node would silently turn it into
+    a regular file: the user asked to write *to* it, not to destroy it.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        kind = ("a symlink" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode)
+                else "a FIFO" if stat.S_ISFIFO(mode) else "a device or special file")
+        raise FileExistsError(f"output {str(path)!r} is {kind}, not a regular file; "
+                              f"refusing to replace it")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; publish it as ``path`` when the block succeeds.
+
+    The caller writes the temporary file (any way it likes: ``open``, Pillow's
+    ``save(tmp, format=...)``); on success it is fsynced and renamed onto
+    ``path`` and the folder fsynced; on error it is deleted. Raises
+    `FileNotFoundError` when the folder does not exist and `FileExistsError`
+    when ``path`` exists and is not a regular file.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: output directory {str(path.parent)!r} does not exist")
+    _check_replaceable(path)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    fsync_dir(path.parent)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see `atomic_path`)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "xb") as handle:  # "x": never follow a planted file
+            handle.write(data)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON, atomically."""
+    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def load_image(image: Any) -> np.ndarray:
+    """An H x W x 3 uint8 array from a PIL image, an array, an image path or encoded bytes.
+
+    Arrays may be H x W (grey), H x W x 3 or H x W x 4 (alpha dropped), uint8.
+    Raises `FileNotFoundError` for a missing path and `ValueError` for data
+    that is not a readable image (Pillow's decompression-bomb limit applies).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise FileNotFoundError(f"input image {str(path)!r} does not exist or is not a file")
+        return _decode(path, repr(str(path)))
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        if not image:
+            raise ValueError("empty image file")
+        return _decode(io.BytesIO(bytes(image)), "data")
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise TypeError(f"image array must be uint8, got {image.dtype}")
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError(f"image array must be H x W, H x W x 3 or H x W x 4, "
+                             f"got shape {image.shape}")
+        return np.ascontiguousarray(image[:, :, :3])
+    raise TypeError(f"image must be a PIL image, a uint8 array or a path, or encoded image "
+                    f"bytes, got "
+                    f"{type(image).__name__}")
+
+
+def _decode(source: Any, what: str) -> np.ndarray:
+    try:
+        with Image.open(source) as opened:
+            return np.asarray(opened.convert("RGB"))  # convert() forces the full decode
+    except Exception as exc:  # Pillow raises many types for bad data
+        raise ValueError(f"cannot read image {what}: {type(exc).__name__}: {exc}") from None
+
+
+def read_class_names(source: str | os.PathLike | bytes) -> list[str]:
+    """Class names from a ``classes.txt`` (path or its bytes): one per line, line i = label i.
+
+    Surrounding whitespace and blank lines are ignored.
+    """
+    text = (source.decode("utf-8") if isinstance(source, bytes)
+            else Path(source).read_text(encoding="utf-8"))
+    return [line.strip() for line in text.splitlines() if line.strip()]
