@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
@@ -35,7 +36,7 @@ __all__ = [
 
 
 def temporary_name(path: str | os.PathLike) -> Path:
-    """A unique hidden sibling of ``path`` ending in ``.tmp``: ``dir/.NAME.<token>.tmp``."""
+    """A unique hidden sibling of ``path``: ``dir/.NAME.<pid>-<token>.tmp``."""
     path = Path(path)
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
@@ -109,22 +110,25 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def load_image(image: Any) -> np.ndarray:
+def load_image(image: Any, *, max_pixels: int | None = None) -> np.ndarray:
     """An H x W x 3 uint8 array from a PIL image, an array, an image path or encoded bytes.
 
     Arrays may be H x W (grey), H x W x 3 or H x W x 4 (alpha dropped), uint8.
     Raises `FileNotFoundError` for a missing path and `ValueError` for data
-    that is not a readable image (Pillow's decompression-bomb limit applies).
+    that is not a readable image (Pillow's decompression-bomb limit applies),
+    or, with ``max_pixels``, a file whose header declares more pixels (checked
+    before decoding). Error texts never hold object addresses, so they are the
+    same from run to run.
     """
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.is_file():
             raise FileNotFoundError(f"input image {str(path)!r} does not exist or is not a file")
-        return _decode(path, repr(str(path)))
+        return _decode(path, f"cannot read image {str(path)!r}", max_pixels)
     if isinstance(image, (bytes, bytearray, memoryview)):
         if not image:
             raise ValueError("empty image file")
-        return _decode(io.BytesIO(bytes(image)), "data")
+        return _decode(io.BytesIO(bytes(image)), "cannot decode image", max_pixels)
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
     if isinstance(image, np.ndarray):
@@ -141,12 +145,28 @@ def load_image(image: Any) -> np.ndarray:
                     f"{type(image).__name__}")
 
 
-def _decode(source: Any, what: str) -> np.ndarray:
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _decode(source: Any, failure: str, max_pixels: int | None) -> np.ndarray:
     try:
-        with Image.open(source) as opened:
-            return np.asarray(opened.convert("RGB"))  # convert() forces the full decode
+        opened = Image.open(source)
     except Exception as exc:  # Pillow raises many types for bad data
-        raise ValueError(f"cannot read image {what}: {type(exc).__name__}: {exc}") from None
+        raise ValueError(f"{failure}: {_describe(exc)}") from None
+    with opened:
+        width, height = opened.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise ValueError(f"image is {width}x{height} = {width * height} pixels, over the "
+                             f"limit of {max_pixels}")
+        try:
+            return np.asarray(opened.convert("RGB"))  # convert() forces the full decode
+        except Exception as exc:
+            raise ValueError(f"{failure}: {_describe(exc)}") from None
+
+
+def _describe(exc: Exception) -> str:
+    # Pillow names the file object in its messages ("<_io.BytesIO object at 0x7f...>").
+    return f"{type(exc).__name__}: {_ADDRESS.sub('', str(exc))}"
 
 
 def read_class_names(source: str | os.PathLike | bytes) -> list[str]:
