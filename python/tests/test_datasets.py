@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -509,3 +510,143 @@ def test_progress_line_and_estimate():
     bar.advance(100)
     bar.close()
     assert quiet.getvalue() == ""
+
+
+# --------------------------------------------------------------------------- hostile inputs (issue 9)
+
+
+def _children(pid: int) -> list[int]:
+    """Pids of the pool workers (spawned) whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find the workers")
+def test_workers_exit_when_the_main_process_is_killed(tmp_path):
+    make_shards(tmp_path / "in", 2, 2)
+    for tar in (tmp_path / "in").glob("*.tar"):  # FIFOs nobody writes: both workers block
+        tar.unlink()
+        os.mkfifo(tar)
+    proc = subprocess.Popen([sys.executable, "-m", "gscodec.cli", "encode-dataset",
+                             str(tmp_path / "in" / "*.tar"), "-o", str(tmp_path / "out"),
+                             "-n", "4", "--iterations", "5", "--native", "--workers", "2", "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "no workers started"
+            workers = _children(proc.pid)
+            time.sleep(0.05)
+        time.sleep(0.5)  # let them reach the blocking read
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 20
+    try:
+        while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_running(pid) for pid in workers), "orphaned workers still run"
+    finally:
+        for pid in workers:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_two_writers_of_one_shard_do_not_collide(tmp_path):
+    # Two identical runs (or a rerun right after a kill) once shared NAME.tar.partial.
+    from gscodec.datasets.tario import ShardWriter
+
+    path = tmp_path / "s.tar"
+    first, second = ShardWriter(path), ShardWriter(path)
+    assert first.partial != second.partial and not first.partial.name.endswith(".tar")
+    for writer in (first, second):
+        writer.add("k", {"cls": b"1"})
+    assert first.commit() == second.commit()
+    assert [p.name for p in tmp_path.iterdir()] == ["s.tar"]
+
+
+def test_manifest_errors_are_the_same_every_run(tmp_path):
+    shard = write_tar(tmp_path / "bad-00000.tar", [("garbage", {"jpg": b"not an image"})])
+    failed = []
+    for out in ("a", "b"):
+        encode_dataset(shard, tmp_path / out, **FAST)
+        failed.append(manifest(tmp_path / out / "bad-00000.manifest.json")["failed"])
+    assert failed[0] == failed[1] and "0x" not in json.dumps(failed[0])
+
+
+def test_unsafe_and_non_data_members_are_counted_not_passed_on(tmp_path):
+    shard = tmp_path / "evil-00000.tar"
+    png = image_bytes(5)
+    with tarfile.open(shard, "w") as tar:
+        for name in ("ok.png", "../../escape.png", "/abs/rooted.png", "README"):
+            info = tarfile.TarInfo(name)
+            info.size = len(png)
+            tar.addfile(info, io.BytesIO(png))
+        for name, kind in (("sym.png", tarfile.SYMTYPE), ("hard.png", tarfile.LNKTYPE)):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, "ok.png"
+            tar.addfile(info)
+    encode_dataset(shard, tmp_path / "out", **FAST)
+    m = manifest(tmp_path / "out" / "evil-00000.manifest.json")
+    reasons = {f["key"]: f["error"] for f in m["failed"]}
+    assert m["count"] == 1 and m["failures"] == 5
+    assert "unsafe" in reasons["../../escape.png"] and "unsafe" in reasons["/abs/rooted.png"]
+    assert "symlink" in reasons["sym.png"] and "hard link" in reasons["hard.png"]
+    assert "no extension" in reasons["README"]
+    assert list(tar_members(tmp_path / "out" / "evil-00000.tar")) == ["ok.gsi"]
+    assert [s["__key__"] for s in iter_samples(shard, decode_gsi=False)] == ["ok"]
+
+
+def test_native_refuses_images_over_max_pixels_before_decoding(tmp_path):
+    # An 8000x8000 PNG header over a 1-pixel body: refused from the header alone.
+    small = bytearray(image_bytes(6, size=(1, 1)))
+    ihdr = small.index(b"IHDR")
+    small[ihdr + 4 : ihdr + 12] = (8000).to_bytes(4, "big") * 2
+    small[ihdr + 17 : ihdr + 21] = zlib.crc32(bytes(small[ihdr : ihdr + 17])).to_bytes(4, "big")
+    samples = [("huge", {"png": bytes(small)}), ("mid", {"png": image_bytes(7, size=(40, 40))}),
+               ("ok", {"png": image_bytes(8)})]
+    shard = write_tar(tmp_path / "big-00000.tar", samples)
+    encode_dataset(shard, tmp_path / "out", **FAST)
+    reasons = {f["key"]: f["error"] for f in
+               manifest(tmp_path / "out" / "big-00000.manifest.json")["failed"]}
+    assert set(reasons) == {"huge"} and "64000000 pixels, over the limit" in reasons["huge"]
+    encode_dataset(shard, tmp_path / "out2", max_pixels=1000, **FAST)
+    reasons = {f["key"]: f["error"] for f in
+               manifest(tmp_path / "out2" / "big-00000.manifest.json")["failed"]}
+    assert set(reasons) == {"huge", "mid"} and "over the limit of 1000" in reasons["mid"]
+
+
+def test_sizes_json_holds_every_complete_shard(tmp_path):
+    make_shards(tmp_path / "in", 2, 3)
+    encode_dataset(str(tmp_path / "in" / "*.tar"), tmp_path / "out", **FAST)
+    sizes = json.loads((tmp_path / "out" / "sizes.json").read_text())
+    assert sizes == {"in-00000.tar": 3, "in-00001.tar": 3}
+
+
+def test_datasets_never_import_torch(tmp_path):
+    make_shards(tmp_path / "in", 1, 2)
+    code = ("import sys; from gscodec.datasets import encode_dataset, iter_samples; "
+            f"encode_dataset({str(tmp_path / 'in')!r} + '/*.tar', {str(tmp_path / 'out')!r}, "
+            "splats=4, iterations=5, size=None, progress=False); "
+            f"list(iter_samples({str(tmp_path / 'out')!r})); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -348,14 +348,14 @@ class ImageBar:
 _progress_queue: Any = None
 
 
-def _worker_init(progress_queue: Any) -> None:
+def _worker_init(progress_queue: Any, parent: int) -> None:
     global _progress_queue
     _progress_queue = progress_queue
-    parent = os.getppid()
 
     def exit_when_orphaned() -> None:
         # A SIGKILLed parent cannot stop its pool: without this the workers
-        # finish their shard and then wait forever for the next one.
+        # finish their shard and then wait forever for the next one. The
+        # parent's pid comes from the parent: it may die before this runs.
         while os.getppid() == parent:
             time.sleep(0.5)
         os._exit(1)
@@ -622,7 +622,7 @@ def _run_pool(todo: list[ShardTask], output: Path, settings: EncodeSettings, rt:
                 return
 
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                             initargs=(progress_queue,)) as pool:
+                             initargs=(progress_queue, os.getpid())) as pool:
         futures = {pool.submit(_worker_encode, t, output, settings, rt): t for t in todo}
         pending = set(futures)
         try:
