@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 import gscodec
-from common import header, kodak224, kodak_paths, psnr
+from gscodec.metrics import psnr
+from common import header, kodak224, kodak_paths
 
 CUTOFF = 2 * math.log(255)
 

@@ -19,6 +19,7 @@ with a torch-free stand-in for ``webdataset.pytorch``. Once torch is loaded
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -29,7 +30,7 @@ import sys
 import tarfile
 import types
 from glob import escape as glob_escape
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from .._io import fsync_dir
@@ -45,6 +46,7 @@ __all__ = [
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz
 _PRIVATE = "gscodec._webdataset"
 
+@functools.lru_cache(maxsize=None)
 def _webdataset(module: str) -> types.ModuleType:
     """``webdataset.<module>``, without importing torch when torch is not loaded yet."""
     if "torch" in sys.modules or "webdataset" in sys.modules:
@@ -77,10 +79,10 @@ def _problem(member: tarfile.TarInfo, name: str) -> str | None:
         return f"{'symlink' if member.issym() else 'hard link'} member, not read"
     if not member.isreg():
         return "special member (device or FIFO), not read"
-    path = PurePosixPath(name)
-    if path.is_absolute() or ".." in path.parts:
+    if name.startswith("/") or ".." in name.split("/"):
         return "unsafe member name (absolute or with '..'), rejected"
-    if member_key(name) is None:
+    base = name.rsplit("/", 1)[-1]
+    if base[:1] in ("", ".") or "." not in base:  # what webdataset's base_plus_ext rejects
         return "member name has no extension, belongs to no sample"
     return None
 
