@@ -13,6 +13,7 @@ from PIL import Image
 
 import gscodec
 from gscodec import GSIError, GSImage, Splats, engine
+from gscodec.metrics import psnr
 from gscodec import format as fmt
 from gscodec import quantize as q
 
@@ -46,11 +47,6 @@ def smooth_image(seed: int, width: int, height: int, edge: bool = False) -> np.n
     if edge:
         img[:, : width // 2] += 0.3
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255.0**2 / max(mse, 1e-12))
 
 
 @pytest.fixture(scope="module")

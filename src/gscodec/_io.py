@@ -141,8 +141,7 @@ def load_image(image: Any, *, max_pixels: int | None = None) -> np.ndarray:
                              f"got shape {image.shape}")
         return np.ascontiguousarray(image[:, :, :3])
     raise TypeError(f"image must be a PIL image, a uint8 array or a path, or encoded image "
-                    f"bytes, got "
-                    f"{type(image).__name__}")
+                    f"bytes, got {type(image).__name__}")
 
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
