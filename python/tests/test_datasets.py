@@ -650,3 +650,12 @@ def test_datasets_never_import_torch(tmp_path):
             f"list(iter_samples({str(tmp_path / 'out')!r})); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_input_sizes_json_counts_tar_shards_up_front(tmp_path, capsys):
+    make_shards(tmp_path / "in", 2, 3)
+    encode_dataset(str(tmp_path / "in" / "*.tar"), tmp_path / "gs", **FAST)
+    capsys.readouterr()
+    plan = encode_dataset(str(tmp_path / "gs" / "*.tar"), tmp_path / "again", dry_run=True, **FAST)
+    assert [p["images"] for p in plan["plan"]] == [3, 3]  # from gs/sizes.json
+    assert "would encode 6 images" in capsys.readouterr().out

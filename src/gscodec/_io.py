@@ -31,6 +31,7 @@ __all__ = [
     "temporary_name",
     "fsync_dir",
     "load_image",
+    "open_image",
     "read_class_names",
 ]
 
@@ -114,6 +115,24 @@ def load_image(image: Any, *, max_pixels: int | None = None) -> np.ndarray:
     """An H x W x 3 uint8 array from a PIL image, an array, an image path or encoded bytes.
 
     Arrays may be H x W (grey), H x W x 3 or H x W x 4 (alpha dropped), uint8.
+    Paths and bytes are decoded by `open_image` (see there for errors and
+    ``max_pixels``).
+    """
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise TypeError(f"image array must be uint8, got {image.dtype}")
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError(f"image array must be H x W, H x W x 3 or H x W x 4, "
+                             f"got shape {image.shape}")
+        return np.ascontiguousarray(image[:, :, :3])
+    return np.asarray(open_image(image, max_pixels=max_pixels))
+
+
+def open_image(image: Any, *, max_pixels: int | None = None) -> Image.Image:
+    """A decoded RGB PIL image from a path, encoded bytes or a PIL image.
+
     Raises `FileNotFoundError` for a missing path and `ValueError` for data
     that is not a readable image (Pillow's decompression-bomb limit applies),
     or, with ``max_pixels``, a file whose header declares more pixels (checked
@@ -130,16 +149,7 @@ def load_image(image: Any, *, max_pixels: int | None = None) -> np.ndarray:
             raise ValueError("empty image file")
         return _decode(io.BytesIO(bytes(image)), "cannot decode image", max_pixels)
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8:
-            raise TypeError(f"image array must be uint8, got {image.dtype}")
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        if image.ndim != 3 or image.shape[2] not in (3, 4):
-            raise ValueError(f"image array must be H x W, H x W x 3 or H x W x 4, "
-                             f"got shape {image.shape}")
-        return np.ascontiguousarray(image[:, :, :3])
+        return image.convert("RGB")
     raise TypeError(f"image must be a PIL image, a uint8 array or a path, or encoded image "
                     f"bytes, got {type(image).__name__}")
 
@@ -147,7 +157,7 @@ def load_image(image: Any, *, max_pixels: int | None = None) -> np.ndarray:
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
-def _decode(source: Any, failure: str, max_pixels: int | None) -> np.ndarray:
+def _decode(source: Any, failure: str, max_pixels: int | None) -> Image.Image:
     try:
         opened = Image.open(source)
     except Exception as exc:  # Pillow raises many types for bad data
@@ -158,7 +168,7 @@ def _decode(source: Any, failure: str, max_pixels: int | None) -> np.ndarray:
             raise ValueError(f"image is {width}x{height} = {width * height} pixels, over the "
                              f"limit of {max_pixels}")
         try:
-            return np.asarray(opened.convert("RGB"))  # convert() forces the full decode
+            return opened.convert("RGB")  # convert() forces the full decode
         except Exception as exc:
             raise ValueError(f"{failure}: {_describe(exc)}") from None
 

@@ -42,7 +42,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 import gscodec
 from gscodec import format as gsi_format
-from gscodec._io import atomic_write, load_image, write_json_atomic
+from gscodec._io import atomic_write, open_image, write_json_atomic
 from gscodec.engine import MAX_ITERATIONS, MAX_PIXELS, MAX_SPLATS
 from gscodec.metrics import psnr
 
@@ -145,7 +145,7 @@ def prepare_image(data: bytes, settings: EncodeSettings) -> np.ndarray:
     undecodable or unusable with these settings.
     """
     native_cap = settings.max_pixels if settings.size is None else None
-    image = Image.fromarray(load_image(data, max_pixels=native_cap))
+    image = open_image(data, max_pixels=native_cap)
     if settings.size is not None:
         image = resize_center_crop(image, settings.size)
     width, height = image.size

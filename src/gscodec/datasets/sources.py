@@ -27,6 +27,7 @@ from typing import Iterator, Sequence
 from braceexpand import braceexpand
 
 from .._io import read_class_names
+from .shards import read_sizes
 from .tario import iter_tar_samples
 
 __all__ = [
@@ -334,7 +335,9 @@ def plan_shards(inputs: str | os.PathLike | Sequence[str | os.PathLike], shard_s
                 add_extra(CLASSES_FILE, classes, path)
         elif _is_tar(path):
             source = {"kind": "tar", "path": os.path.abspath(path)}
-            tasks.append(TarShardTask(_tar_stem(path), source, None, path=path))
+            # Counted up front only when a sizes.json says so (reading tars to count is slow).
+            expected = (read_sizes([path]) or {}).get(path)
+            tasks.append(TarShardTask(_tar_stem(path), source, expected, path=path))
             names_file = Path(path).parent / CLASSES_FILE
             if names_file.is_file():
                 add_extra(CLASSES_FILE, names_file.read_bytes(), str(names_file))
