@@ -25,8 +25,8 @@ import inspect
 import logging
 import os
 import queue as queue_module
-import tarfile
 import sys
+import tarfile
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait

@@ -46,6 +46,7 @@ __all__ = [
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz
 _PRIVATE = "gscodec._webdataset"
 
+
 @functools.lru_cache(maxsize=None)
 def _webdataset(module: str) -> types.ModuleType:
     """``webdataset.<module>``, without importing torch when torch is not loaded yet."""
@@ -64,6 +65,7 @@ def _webdataset(module: str) -> types.ModuleType:
         sys.modules[stand_in.__name__] = stand_in
     return importlib.import_module(f"{_PRIVATE}.{module}")
 
+
 def member_key(name: str) -> tuple[str, str] | None:
     """Split a member name into ``(key, extension)`` as webdataset does, or None.
 
@@ -73,25 +75,29 @@ def member_key(name: str) -> tuple[str, str] | None:
     key, ext = _webdataset("tariterators").base_plus_ext(name)
     return None if key is None else (key, ext.lower())
 
+
 def _problem(member: tarfile.TarInfo, name: str) -> str | None:
-    """Why ``member`` is not sample data, or None when it is."""
-    if member.issym() or member.islnk():
-        return f"{'symlink' if member.issym() else 'hard link'} member, not read"
+    """Why ``member`` is not sample data, or None when it is (checked cheaply first)."""
     if not member.isreg():
+        if member.issym() or member.islnk():
+            return f"{'symlink' if member.issym() else 'hard link'} member, not read"
         return "special member (device or FIFO), not read"
-    if name.startswith("/") or ".." in name.split("/"):
+    if name.startswith("/") or (".." in name and ".." in name.split("/")):
         return "unsafe member name (absolute or with '..'), rejected"
     base = name.rsplit("/", 1)[-1]
     if base[:1] in ("", ".") or "." not in base:  # what webdataset's base_plus_ext rejects
         return "member name has no extension, belongs to no sample"
     return None
 
+
 def _normalize(name: str) -> str:
     return name[2:] if name.startswith("./") else name
 
+
 def _is_meta(name: str) -> bool:
     """webdataset's ``__name__`` metadata members: not samples, skipped silently."""
-    return "/" not in name and name.startswith("__") and name.endswith("__")
+    return name.startswith("__") and name.endswith("__") and "/" not in name
+
 
 def _files(path: str, problems: list[tuple[str, str]]) -> Iterator[dict[str, Any]]:
     """The data members of a tar as webdataset file records; the others go to ``problems``."""
@@ -110,6 +116,7 @@ def _files(path: str, problems: list[tuple[str, str]]) -> Iterator[dict[str, Any
         end = tar.offset
     _check_tar_end(path, end)
 
+
 def _check_tar_end(path: str, end: int) -> None:
     """Raise if an uncompressed tar stops inside a header.
 
@@ -124,6 +131,7 @@ def _check_tar_end(path: str, end: int) -> None:
         tail = handle.read(tarfile.BLOCKSIZE)
     if tail.strip(b"\0"):
         raise tarfile.ReadError(f"{path}: truncated or corrupt tar header at byte {end}")
+
 
 def iter_tar_samples(path: str | os.PathLike,
                      problems: list[tuple[str, str]] | None = None) -> Iterator[dict[str, Any]]:
@@ -149,6 +157,7 @@ def iter_tar_samples(path: str | os.PathLike,
         sample["__shard__"] = sample.pop("__url__")
         yield sample
 
+
 def count_tar_samples(path: str | os.PathLike) -> int:
     """Samples (runs of members sharing a key) of a tar, read from its headers only.
 
@@ -163,6 +172,7 @@ def count_tar_samples(path: str | os.PathLike) -> int:
             if parts is not None and parts[0] != last:
                 count, last = count + 1, parts[0]
     return count
+
 
 def _partial_tag() -> str:
     """``<host>-<pid>``: who writes a partial file, so stale ones can be told from live ones."""
