@@ -55,7 +55,8 @@ def _samples(shards: list[str], decode_gsi: bool, on_error: str) -> Iterator[dic
     for shard in shards:
         problems: list[tuple[str, str]] = []
         for sample in iter_tar_samples(shard, problems):
-            _log_problems(shard, problems)
+            if problems:
+                _log_problems(shard, problems)
             key = sample["__key__"]
             if decode_gsi and "gsi" in sample:
                 try:
