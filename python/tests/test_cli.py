@@ -178,6 +178,9 @@ def test_force_never_replaces_special_files(capsys, images, tmp_path, kind) -> N
     code, _, err = run(capsys, "decode", gsi, "-o", out, "--force")
     assert code == 1
     assert_one_line_error(err, "out.png", "not a regular file")
+    code, _, err = run(capsys, "encode", images[0], "-o", out, "--splats", "8", "--force")
+    assert code == 1  # refused before fitting
+    assert_one_line_error(err, "out.png", "not a regular file")
     assert out.is_symlink() if kind == "symlink" else stat.S_ISFIFO(os.lstat(out).st_mode)
     assert target.read_bytes() == b"keep me"
 

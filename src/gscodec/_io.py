@@ -27,6 +27,7 @@ from PIL import Image
 __all__ = [
     "atomic_path",
     "atomic_write",
+    "check_replaceable",
     "write_json_atomic",
     "temporary_name",
     "fsync_dir",
@@ -56,11 +57,12 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def _check_replaceable(path: Path) -> None:
+def check_replaceable(path: str | os.PathLike) -> None:
     """Refuse to replace anything but a regular file (or nothing).
 
     A rename over a symlink, FIFO or device node would silently turn it into
     a regular file: the user asked to write *to* it, not to destroy it.
+    Raises `FileExistsError` naming the kind of file.
     """
     try:
         mode = os.lstat(path).st_mode
@@ -86,7 +88,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path}: output directory {str(path.parent)!r} does not exist")
-    _check_replaceable(path)
+    check_replaceable(path)
     tmp = temporary_name(path)
     try:
         yield tmp

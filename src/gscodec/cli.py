@@ -22,7 +22,7 @@ from tqdm import tqdm
 from . import __version__
 from . import format as fmt
 from . import image as gsimage
-from ._io import atomic_path, load_image
+from ._io import atomic_path, check_replaceable, load_image
 from .argtypes import positive_float, positive_int
 from .datasets.cli import register as register_encode_dataset
 from .errors import GSIError
@@ -48,6 +48,7 @@ def _report(bar: tqdm, quiet: bool, line: str) -> None:
 def _check_output(path: Path, force: bool) -> None:
     if (path.exists() or path.is_symlink()) and not force:
         raise FileExistsError(f"output {str(path)!r} exists (use --force to overwrite)")
+    check_replaceable(path)  # before any work: --force replaces regular files only
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output directory {str(path.parent)!r} does not exist")
 
