@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 import gscodec
-from common import header, kodak224, kodak_paths, psnr
+from gscodec.metrics import psnr
+from common import header, kodak224, kodak_paths
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python" / "tests"))
 from reference import dense_fit  # noqa: E402  (the tests' twin is not an installed module)
