@@ -183,7 +183,7 @@ def test_tile_binning_past_2_to_the_31_pairs_is_memory_safe():
         gscodec.limits.MAX_DECODE_WORK = None
         a = np.tile(np.float32([[.5, .5, 10, 0, 10, 1e-6, 1e-6, 1e-6]]), (1 << 19, 1))
         try:
-            gscodec.render(gscodec.Splats.from_array(a, 1024, 1024))
+            gscodec.render(gscodec.Splats.from_array(a, 1024, 1024), device="cpu")
         except MemoryError:
             print("MemoryError")
     """)
@@ -199,7 +199,7 @@ def test_out_of_memory_inside_parallel_regions_raises_memory_error():
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
         gscodec.limits.MAX_DECODE_PIXELS = None
         s = gscodec.Splats.from_array(np.float32([[.5, .5, .1, 0, .1, 1, 1, 1]]), 16384, 16384)
-        for run in (lambda: gscodec.render_batch([s, s], dtype=np.float32),
+        for run in (lambda: gscodec.render_batch([s, s], dtype=np.float32, device="cpu"),
                     lambda: gscodec.fit([np.zeros((16384, 16384, 3), np.uint8)] * 2, 1,
                                         iterations=0, device="cpu")):
             try:
@@ -351,3 +351,17 @@ def test_decode_size_overflow_is_a_clean_error(tmp_path, capsys, option, value, 
         assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.gpu
+def test_cuda_decode_has_the_same_limits(monkeypatch):
+    splats = full_cover(100, 64, 64)  # 100 x 16 pairs
+    monkeypatch.setattr(limits, "MAX_DECODE_WORK", 1599)
+    with pytest.raises(DecodeLimitError, match=r"1600 splat-tile pairs.*MAX_DECODE_WORK"):
+        gscodec.render(splats, device="cuda")
+    monkeypatch.setattr(limits, "MAX_DECODE_WORK", 1600)
+    monkeypatch.setattr(limits, "MAX_DECODE_PIXELS", 64 * 64 - 1)
+    with pytest.raises(DecodeLimitError, match="MAX_DECODE_PIXELS"):
+        gscodec.render_batch([splats], device="cuda")
+    monkeypatch.setattr(limits, "MAX_DECODE_PIXELS", 64 * 64)
+    assert np.array_equal(gscodec.render(splats, device="cuda"), gscodec.render(splats, device="cpu"))

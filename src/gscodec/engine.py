@@ -51,14 +51,13 @@ def _check_size(width: Any, height: Any, what: str) -> tuple[int, int]:
     return width, height
 
 
-def _check_decode_limits(splats: list[Splats], params: list[np.ndarray], widths: list[int],
-                         heights: list[int]) -> None:
+def _check_decode_limits(params: list[np.ndarray], widths: list[int], heights: list[int]) -> None:
     """Raise `DecodeLimitError` if any render is over MAX_PIXELS or the decode-work
     limits of `gscodec.limits` (read now: they may be changed at run time),
     before anything is allocated for the output."""
     max_pixels = limits.MAX_DECODE_PIXELS
     for i, (w, h) in enumerate(zip(widths, heights)):
-        where = f"splats[{i}] at {w}x{h}" if len(splats) > 1 else f"{w}x{h}"
+        where = f"splats[{i}] at {w}x{h}" if len(params) > 1 else f"{w}x{h}"
         if w * h > MAX_PIXELS:
             raise DecodeLimitError(f"render: {where} is {w * h} pixels, more than gscodec "
                                    f"renders (gscodec.limits.MAX_PIXELS = {MAX_PIXELS}); "
@@ -72,9 +71,9 @@ def _check_decode_limits(splats: list[Splats], params: list[np.ndarray], widths:
         return
     for i, work in enumerate(_core().decode_work(params, widths, heights)):
         if work > max_work:
-            where = f" (splats[{i}])" if len(splats) > 1 else ""
+            where = f" (splats[{i}])" if len(params) > 1 else ""
             raise DecodeLimitError(
-                f"render: {len(splats[i])} splats at {widths[i]}x{heights[i]}{where} cover "
+                f"render: {len(params[i])} splats at {widths[i]}x{heights[i]}{where} cover "
                 f"{work} splat-tile pairs, more than gscodec.limits.MAX_DECODE_WORK "
                 f"({max_work}); raise that limit to decode it deliberately")
 
@@ -143,7 +142,7 @@ def render_batch(
         widths.append(w)
         heights.append(h)
     params = [s.to_array() for s in splats]
-    _check_decode_limits(splats, params, widths, heights)
+    _check_decode_limits(params, widths, heights)
     core = _core()
     run = core._cuda_render_batch if backend == "cuda" else core.render_batch
     return run(params, widths, heights, dtype == np.uint8)
