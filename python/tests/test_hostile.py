@@ -262,6 +262,17 @@ def test_log_range_top_over_float32_max_is_rejected_by_the_parser():
     assert np.isfinite(s.chol).all() and s.chol[:, 0].max() > 3e38
 
 
+def test_largest_float32_size_survives_quantization():
+    # ln(FLT_MAX) rounded to float32 was written as the log range's end: a file
+    # that no reader accepts (and that overflowed on decode before).
+    big = float(np.finfo(np.float32).max)
+    two = Splats.from_array(np.float32([[.5, .5, big, 0, .1, 1, 1, 1], [.5, .5, .1, 0, .1, 1, 1, 1]]),
+                            8, 8)
+    s = fmt.loads(fmt.dumps(two, precision="q7"))
+    assert np.isfinite(s.chol).all()
+    assert s.chol[:, 0].max() == pytest.approx(big, rel=1e-5)
+
+
 @pytest.mark.parametrize("metadata,exc,match", [
     (["a"], TypeError, "metadata must be a mapping"),
     ({"a": "\udc80"}, ValueError, "metadata entry 'a'"),

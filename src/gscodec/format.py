@@ -65,9 +65,6 @@ MAX_WINDOW = 1 << 27
 ZSTD_LEVEL = 19
 _TRY_ONE_BLOCK_BELOW = 1 << 16
 
-# Largest t with exp(t) finite in float32 (a LOG range must stay below it), in
-# float64: the float32 logarithm rounds up, past the largest finite exp.
-_LOG_FLOAT32_MAX = float(np.log(np.float64(np.finfo(np.float32).max)))
 _HEAD_FIXED = struct.Struct("<HHIB")  # width, height, n_splats, mode
 _FIELD_DESC = struct.Struct("<BBff")  # bits, transform, lo, hi
 _CHUNK = struct.Struct("<I4s")  # length, type
@@ -341,7 +338,7 @@ def _parse_head(s: _Stream, start: int, data: bytes, minor: int) -> tuple:
                 raise s.error(at + 1, f"HEAD: field {name}: invalid transform {transform}")
             if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
                 raise s.error(at + 2, f"HEAD: field {name}: invalid range [{lo}, {hi}]")
-            if transform == q.LOG and hi > _LOG_FLOAT32_MAX:
+            if transform == q.LOG and hi > q.LOG_FLOAT32_MAX:
                 raise s.error(at + 6, f"HEAD: field {name}: log range end {hi} overflows "
                                       "float32")
             codings.append(q.FieldCoding(bits, transform, lo, hi))
