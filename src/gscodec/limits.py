@@ -47,14 +47,14 @@ MAX_PIXELS = 1 << 28
 #: Largest iteration count (and pruning period) `gscodec.fit` accepts.
 MAX_ITERATIONS = 1_000_000
 
-#: Output pixels one decode may produce (default 2^26: 8192 x 8192, 1.25 s and
-#: 1 GiB of float planes on one core; a 4x upscale of a Kodak image is 6.3M).
-#: None: no limit below `MAX_PIXELS`.
+#: Output pixels one decode may produce (default 2^26: 8192 x 8192, 768 MiB of
+#: float planes; a 4x upscale of a Kodak image is 6.3M). None: no limit below
+#: `MAX_PIXELS`.
 MAX_DECODE_PIXELS: int | None = 1 << 26
-#: Splat x covered-tile pairs one decode may evaluate (default 2^25, at most
-#: about 10 s of one core in the worst case of full tiles and 128 MiB of tile
-#: lists; a 20k-splat Kodak decode needs about 10^5, its 4x upscale 10^6).
-#: None: no limit.
+#: Splat x covered-tile pairs one decode may evaluate (default 2^25: about 10 s
+#: of one core when every tile is full, as 2 x 10^8 pairs took 64 s, and 128 MiB
+#: of tile lists; a 20k-splat fit of a Kodak image needs 7 x 10^4 pairs, its 4x
+#: upscale 5 x 10^5, docs/benchmarks.md). None: no limit.
 MAX_DECODE_WORK: int | None = 1 << 25
 
 
