@@ -23,9 +23,10 @@ from . import __version__
 from . import format as fmt
 from . import image as gsimage
 from ._io import atomic_path, check_replaceable, load_image
-from .argtypes import positive_float, positive_int
+from .argtypes import image_side, positive_float, positive_int
 from .datasets.cli import register as register_encode_dataset
 from .errors import GSIError
+from .limits import MAX_SIDE
 from .metrics import psnr
 from .quantize import PRESETS
 
@@ -110,7 +111,11 @@ def _decode_size(args: argparse.Namespace, width: int, height: int) -> tuple[int
     if args.height is not None:
         return max(1, round(args.height * width / height)), args.height
     if args.scale is not None:
-        return max(1, round(width * args.scale)), max(1, round(height * args.scale))
+        w, h = width * args.scale, height * args.scale
+        if max(w, h) > MAX_SIDE:  # also inf: round() would raise OverflowError
+            raise ValueError(f"--scale {args.scale:g} gives a {w:.0f}x{h:.0f} image; the "
+                             f"largest side is {MAX_SIDE}")
+        return max(1, round(w)), max(1, round(h))
     return width, height
 
 
@@ -190,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("input", metavar="IN.gsi")
     dec.add_argument("-o", "--output", metavar="OUT", help="output image (default IN.png)")
     size = dec.add_mutually_exclusive_group()
-    size.add_argument("--width", type=positive_int, metavar="W", help="output width")
-    size.add_argument("--height", type=positive_int, metavar="H", help="output height")
+    size.add_argument("--width", type=image_side, metavar="W", help="output width")
+    size.add_argument("--height", type=image_side, metavar="H", help="output height")
     size.add_argument("--scale", type=positive_float, metavar="S", help="scale factor")
     dec.add_argument("--force", action="store_true", help="overwrite an existing output")
     dec.add_argument("-q", "--quiet", action="store_true", help="no progress line")

@@ -26,8 +26,8 @@ import numpy as np
 import zstandard
 
 from . import quantize as q
-from .engine import MAX_SPLATS
 from .errors import GSIError
+from .limits import MAX_SPLATS
 from .splats import FIELDS, Splats
 
 __all__ = [
@@ -65,8 +65,6 @@ MAX_WINDOW = 1 << 27
 ZSTD_LEVEL = 19
 _TRY_ONE_BLOCK_BELOW = 1 << 16
 
-# Largest t with exp(t) finite in float32 (a LOG range must stay below it).
-_LOG_FLOAT32_MAX = float(np.log(np.finfo(np.float32).max))
 _HEAD_FIXED = struct.Struct("<HHIB")  # width, height, n_splats, mode
 _FIELD_DESC = struct.Struct("<BBff")  # bits, transform, lo, hi
 _CHUNK = struct.Struct("<I4s")  # length, type
@@ -169,12 +167,19 @@ def _compress(planes: list[bytes]) -> bytes:
 
 
 def _encode_meta(metadata: Mapping[str, str]) -> bytes:
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a mapping of str to str, got "
+                        f"{type(metadata).__name__}")
     parts = []
     for key, value in metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError(f"metadata keys and values must be str, got "
                             f"{type(key).__name__}: {type(value).__name__}")
-        k, v = key.encode("utf-8"), value.encode("utf-8")
+        try:
+            k, v = key.encode("utf-8"), value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"metadata entry {key!r}: not encodable as UTF-8 (a lone "
+                             f"surrogate?)") from None
         if not 1 <= len(k) <= 255:
             raise ValueError(f"metadata key {key!r} must be 1..255 bytes of UTF-8")
         parts.append(struct.pack("<H", len(k)) + k + _U32.pack(len(v)) + v)
@@ -199,6 +204,7 @@ def dumps(splats: Splats, *, precision: str = "fp16",
         raise TypeError(f"splats must be gscodec.Splats, got {type(splats).__name__}")
     if len(splats) > MAX_SPLATS:
         raise ValueError(f"{len(splats)} splats is more than a .gsi holds ({MAX_SPLATS})")
+    meta = b"" if metadata is None else _encode_meta(metadata)
     cols = q.prepare(splats, precision)
     head = _HEAD_FIXED.pack(splats.width, splats.height, len(splats), cols.mode)
     for c in cols.codings:
@@ -206,8 +212,8 @@ def dumps(splats: Splats, *, precision: str = "fp16",
     payload = _compress([p for a, w in zip(cols.arrays, cols.widths)
                          for p in _byte_planes(a, w)])
     out = [MAGIC, bytes(VERSION), _chunk(b"HEAD", head)]
-    if metadata:
-        out.append(_chunk(b"meta", _encode_meta(metadata)))
+    if meta:
+        out.append(_chunk(b"meta", meta))
     out += [_chunk(b"DATA", payload), _chunk(b"DONE", b"")]
     return b"".join(out)
 
@@ -263,13 +269,19 @@ class _Stream:
         return GSIError(f"{self.name}: offset {offset}: {message}")
 
     def read(self, n: int, what: str) -> bytes:
-        data = self.fp.read(n)
-        if data is None or len(data) != n:
-            got = 0 if data is None else len(data)
-            raise self.error(self.offset, f"file is truncated: {what} needs {n} bytes, "
-                                          f"only {got} left")
+        # Unbuffered streams (pipes, sockets, raw files) may return fewer bytes
+        # than asked before the end: read until n bytes or the end.
+        parts = []
+        got = 0
+        while got < n:
+            part = self.fp.read(n - got)
+            if not part:
+                raise self.error(self.offset, f"file is truncated: {what} needs {n} bytes, "
+                                              f"only {got} left")
+            parts.append(part)
+            got += len(part)
         self.offset += n
-        return data
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def chunk(self, limit: int | None = None) -> tuple[int, bytes, int]:
         """Read a chunk's length and type: ``(offset, type, length)``."""
@@ -326,7 +338,7 @@ def _parse_head(s: _Stream, start: int, data: bytes, minor: int) -> tuple:
                 raise s.error(at + 1, f"HEAD: field {name}: invalid transform {transform}")
             if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
                 raise s.error(at + 2, f"HEAD: field {name}: invalid range [{lo}, {hi}]")
-            if transform == q.LOG and hi > _LOG_FLOAT32_MAX:
+            if transform == q.LOG and hi > q.LOG_FLOAT32_MAX:
                 raise s.error(at + 6, f"HEAD: field {name}: log range end {hi} overflows "
                                       "float32")
             codings.append(q.FieldCoding(bits, transform, lo, hi))

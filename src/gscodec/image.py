@@ -9,6 +9,7 @@ import builtins
 import io
 import math
 import os
+import stat
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -20,6 +21,7 @@ from . import format as fmt
 from . import quantize as q
 from ._io import atomic_write, load_image
 from .errors import GSIError
+from .limits import MAX_SPLATS, DecodeLimitError
 from .ratecontrol import encode_to_rate
 from .splats import Splats
 
@@ -130,9 +132,12 @@ class GSImage:
     def render(self, size: Size | None = None) -> np.ndarray:
         """Decode to an H x W x 3 uint8 array at ``size`` = ``(width, height)``
         (default: the reference size; one side may be None to keep the aspect
-        ratio)."""
+        ratio).
+
+        Raises `GSIError` when the decode is over a limit of `gscodec.limits`
+        (a decompression bomb, or a deliberately huge ``size``)."""
         width, height = (None, None) if size is None else _check_size_arg(size)
-        return engine.render(self.splats, width, height)
+        return render_file(self.splats, width, height, self._name)
 
     def to_pil(self, size: Size | None = None) -> Image.Image:
         """Decode to an RGB `PIL.Image.Image` (see `render` for ``size``)."""
@@ -173,6 +178,15 @@ class GSImage:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def render_file(splats: Splats, width: int | None, height: int | None, name: str) -> np.ndarray:
+    """`engine.render` for the splats of the file ``name``: a decode over the
+    limits of `gscodec.limits` is a `GSIError`, as any other bad file."""
+    try:
+        return engine.render(splats, width, height)
+    except DecodeLimitError as e:
+        raise GSIError(f"{name}: {e}") from None
 
 
 class _Recorder:
@@ -218,9 +232,13 @@ def open(src: str | os.PathLike | BinaryIO | bytes) -> GSImage:  # noqa: A001 (P
     if isinstance(src, (str, os.PathLike)):
         path = Path(src)
         with builtins.open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):  # a pipe (/dev/stdin): cannot be re-read later
+                header, payload, size, data = _read_stream(f, str(path))
+                return GSImage(header, name=str(path), file_size=size, data=data,
+                               payload=payload)
             header = fmt.read_header(f, str(path))
-            size = os.fstat(f.fileno()).st_size
-        return GSImage(header, name=str(path), file_size=size, path=path)
+        return GSImage(header, name=str(path), file_size=st.st_size, path=path)
     if hasattr(src, "read"):
         name = str(getattr(src, "name", "<file>"))
         header, payload, size, data = _read_stream(src, name)
@@ -258,7 +276,7 @@ def encode(image: Any, *, n_splats: int | None = None, bpp: float | None = None,
         q.parse_precision(precision)  # fail before any fitting
     if bpp is None:
         if n_splats is None:
-            n_splats = max(1, min(math.ceil(width * height / 64), engine.MAX_SPLATS))
+            n_splats = max(1, min(math.ceil(width * height / 64), MAX_SPLATS))
         splats = engine.fit(pixels, n_splats, iterations=iterations, device=device)
         data = fmt.dumps(splats, precision=precision or DEFAULT_PRECISION)
     else:

@@ -56,6 +56,9 @@ MODE_NAMES = {MODE_FP32: "fp32", MODE_FP16: "fp16", MODE_QUANT: "quantized"}
 #: Transforms a quantized field may use (the HEAD chunk's transform byte).
 LINEAR, LOG = 0, 1
 TRANSFORM_NAMES = {LINEAR: "linear", LOG: "log"}
+#: Largest end of a LOG range whose exp is finite in float32, ln(FLT_MAX) in
+#: float64 (rounded to float32 it rounds up, past the largest finite exp).
+LOG_FLOAT32_MAX = float(np.log(np.float64(np.finfo(np.float32).max)))
 #: Largest bit width of one quantized field (positions too: a Morton code of
 #: two positions then fits in 32 bits).
 MAX_BITS = 16
@@ -119,7 +122,11 @@ class FieldCoding:
         t = _forward(np.asarray(values, dtype=np.float64), transform)
         if t.size == 0:
             return cls(bits, transform, 0.0, 0.0)
-        return cls(bits, transform, float(np.float32(t.min())), float(np.float32(t.max())))
+        lo, hi = np.float32(t.min()), np.float32(t.max())
+        if transform == LOG and float(hi) > LOG_FLOAT32_MAX:  # float32 rounding went past it
+            hi = np.nextafter(hi, np.float32(0))
+            lo = min(lo, hi)
+        return cls(bits, transform, float(lo), float(hi))
 
     def encode(self, values: np.ndarray) -> np.ndarray:
         """Nearest codes (uint32) of ``values`` (untransformed), clipped to the grid."""

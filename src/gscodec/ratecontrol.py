@@ -15,6 +15,7 @@ import numpy as np
 from . import engine
 from . import format as fmt
 from . import quantize as q
+from .limits import MAX_SPLATS
 from .splats import Splats
 
 __all__ = ["encode_to_rate", "BPP_TOLERANCE", "MAX_FITS"]
@@ -98,7 +99,7 @@ def encode_to_rate(pixels: np.ndarray, bpp: float, *, precision: str | None = No
             or not math.isfinite(bpp):
         raise ValueError(f"bpp must be a positive number, got {bpp!r}")
     height, width = pixels.shape[:2]
-    max_n = min(width * height, engine.MAX_SPLATS)
+    max_n = min(width * height, MAX_SPLATS)
     _check_target(bpp, precision, width, height, max_n)
     target = bpp * width * height
     if precision is None:

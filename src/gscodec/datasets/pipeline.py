@@ -43,7 +43,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 import gscodec
 from gscodec import format as gsi_format
 from gscodec._io import atomic_write, open_image, write_json_atomic
-from gscodec.engine import MAX_ITERATIONS, MAX_PIXELS, MAX_SPLATS
+from gscodec.limits import MAX_ITERATIONS, MAX_PIXELS, MAX_SIDE, MAX_SPLATS
 from gscodec.metrics import psnr
 
 from .shards import SIZES_FILE, manifest_path, read_manifest
@@ -151,7 +151,7 @@ def prepare_image(data: bytes, settings: EncodeSettings) -> np.ndarray:
     width, height = image.size
     if width * height < settings.splats:
         raise ValueError(f"image is {width}x{height}, fewer pixels than {settings.splats} splats")
-    if width * height > MAX_PIXELS or max(width, height) > 65535:
+    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
         raise ValueError(f"image is {width}x{height}, larger than gscodec.fit accepts")
     return np.asarray(image)
 
@@ -420,8 +420,8 @@ def _check_args(splats: Any, iterations: Any, size: Any, batch_size: Any, worker
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise ValueError(f"{name} must be an int in {lo}..{hi}, got {value!r}")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int)
-                             or not 1 <= size <= 65535):
-        raise ValueError(f"size must be an int in 1..65535 or None (native), got {size!r}")
+                             or not 1 <= size <= MAX_SIDE):
+        raise ValueError(f"size must be an int in 1..{MAX_SIDE} or None (native), got {size!r}")
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
     probe = gscodec.Splats.from_array(np.array([[0.5, 0.5, 0.1, 0.0, 0.1, 0.5, 0.5, 0.5]]), 1, 1)
