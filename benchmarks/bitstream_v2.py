@@ -23,7 +23,6 @@ Prints markdown and writes benchmarks/out/bitstream_v2-<which>.json.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import sys
@@ -34,12 +33,13 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import header, kodak_paths, psnr  # noqa: E402
-from fit_cache import CIFAR_SPLATS, cifar_fits, cifar_paths, kodak_fits, OUT  # noqa: E402
+from common import header, kodak_paths  # noqa: E402
+from fit_cache import CIFAR_SPLATS, OUT, cifar_fits, kodak_fits  # noqa: E402
 
 import gscodec  # noqa: E402
 from gscodec import format as fmt  # noqa: E402
 from gscodec import quantize as q  # noqa: E402
+from gscodec.metrics import psnr  # noqa: E402
 
 PRESETS = ("q6", "q7", "q8", "q10")
 V1 = fmt.VERSION_1

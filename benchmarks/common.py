@@ -36,12 +36,6 @@ def kodak224(path: Path) -> np.ndarray:
     return np.asarray(im.crop((left, top, left + 224, top + 224)))
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two uint8 images."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
 def machine() -> str:
     """One line naming this machine, for the benchmark record."""
     cpu = platform.processor() or platform.machine()

@@ -29,18 +29,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 import gscodec
+from gscodec.metrics import psnr
 
 REPO = Path(__file__).resolve().parents[1]
 KODAK = REPO.parent / "shared" / "data" / "kodak"
 TARGETS = (0.125, 0.25, 0.5, 1.0)
 #: GaussianImage (ECCV'24) on Kodak, from ../shared/ANCHORS.md: (bpp, PSNR).
 GAUSSIANIMAGE = ((0.114, 24.7), (0.43, 27.4), (0.71, 28.7), (1.0, 29.7))
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two 8-bit RGB images."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def pillow_codec(pixels: np.ndarray, target: float, fmt: str) -> dict:

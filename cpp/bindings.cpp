@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -13,6 +14,8 @@
 #include "cpu/fit.h"
 #include "cpu/loss.h"
 #include "cpu/render.h"
+#include "core_limits.h"
+#include "parallel_errors.h"
 #include "splat_math.h"
 
 namespace py = pybind11;
@@ -26,22 +29,17 @@ void add_backend_info(py::dict& d);
 
 namespace {
 
-constexpr long long kMaxPixels = 1LL << 28;
-
 template <typename T>
 using CArray = py::array_t<T, py::array::c_style>;
 
-void check_size(int width, int height) {
-  if (width < 1 || height < 1 || width > 65535 || height > 65535 ||
-      static_cast<long long>(width) * height > kMaxPixels)
-    throw std::invalid_argument("render size " + std::to_string(width) + "x" +
-                                std::to_string(height) + " is out of range");
-}
+using gs::check_size;
 
 template <typename T>
 const T* splat_rows(const CArray<T>& params, const char* name) {
   if (params.ndim() != 2 || params.shape(1) != gs::kParamsPerSplat)
     throw std::invalid_argument(std::string(name) + " must have shape (N, 8)");
+  if (params.shape(0) > std::numeric_limits<int>::max())  // splat ids are int (render.h)
+    throw std::invalid_argument(std::string(name) + " has too many rows");
   return params.data();
 }
 
@@ -78,10 +76,14 @@ py::list render_batch(const std::vector<CArray<float>>& params, const std::vecto
   {
     py::gil_scoped_release release;
     const bool per_image = b >= omp_get_max_threads() && b > 1;
+    gs::ParallelErrors errors;
 #pragma omp parallel for schedule(dynamic, 1) if (per_image)
     for (int i = 0; i < b; ++i)
-      planar[i] = render_planar(rows[i], counts[i], widths[i], heights[i],
-                                !per_image && gs::cpu::worth_a_thread_team(widths[i], heights[i]));
+      errors.capture([&] {
+        planar[i] = render_planar(rows[i], counts[i], widths[i], heights[i],
+                                  !per_image && gs::cpu::worth_a_thread_team(widths[i], heights[i]));
+      });
+    errors.rethrow();
   }
   py::list out;
   for (int i = 0; i < b; ++i) {
@@ -93,14 +95,41 @@ py::list render_batch(const std::vector<CArray<float>>& params, const std::vecto
   return out;
 }
 
+// Splat x tile pairs each render would bin (cpu::decode_work), for the
+// decode-work limit that engine.py checks before rendering on any backend.
+std::vector<uint64_t> decode_work(const std::vector<CArray<float>>& params, const std::vector<int>& widths,
+                                  const std::vector<int>& heights) {
+  const int b = static_cast<int>(params.size());
+  if (widths.size() != params.size() || heights.size() != params.size())
+    throw std::invalid_argument("params, widths and heights must have the same length");
+  std::vector<const float*> rows(b);
+  size_t total = 0;
+  for (int i = 0; i < b; ++i) {
+    check_size(widths[i], heights[i]);
+    rows[i] = splat_rows(params[i], "params");
+    total += params[i].shape(0);
+  }
+  std::vector<uint64_t> work(b);
+  py::gil_scoped_release release;
+  // About 20 ns a splat: a thread team (costly to wake on a busy CPU) only pays
+  // for itself on large batches, such as the thousands of images of a GPU decode.
+#pragma omp parallel for schedule(dynamic, 16) if (b > 1 && total >= (size_t(1) << 16))
+  for (int i = 0; i < b; ++i)
+    work[i] = gs::cpu::decode_work(rows[i], params[i].shape(0), widths[i], heights[i]);
+  return work;
+}
+
 py::list fit(const std::vector<CArray<uint8_t>>& images, const gs::FitOptions& opts) {
   std::vector<gs::cpu::ImageView> views;
   for (const auto& img : images) {
     if (img.ndim() != 3 || img.shape(2) != 3 || img.shape(0) < 1 || img.shape(1) < 1)
       throw std::invalid_argument("images must be non-empty H x W x 3 uint8 arrays");
-    check_size(static_cast<int>(img.shape(1)), static_cast<int>(img.shape(0)));
+    check_size(img.shape(1), img.shape(0));
     views.push_back({img.data(), static_cast<int>(img.shape(1)), static_cast<int>(img.shape(0))});
   }
+  if (opts.n_splats < 1 || opts.n_splats > gs::kMaxSplats || opts.iterations < 0 ||
+      opts.iterations > gs::kMaxIterations)
+    throw std::invalid_argument("options.n_splats or options.iterations is out of range");
   std::vector<gs::FitResult> results;
   {
     py::gil_scoped_release release;
@@ -170,7 +199,10 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "gscodec compiled core: batched 2D Gaussian splat fitting and rendering";
   m.attr("POWER_CUTOFF") = gs::kPowerCutoff;
   m.attr("TILE_SIZE") = gs::kTileSize;
-  m.attr("MAX_PIXELS") = kMaxPixels;
+  m.attr("MAX_SPLATS") = gs::kMaxSplats;
+  m.attr("MAX_SIDE") = gs::kMaxSide;
+  m.attr("MAX_PIXELS") = gs::kMaxPixels;
+  m.attr("MAX_ITERATIONS") = gs::kMaxIterations;
 
   m.def("backends", [] {
     py::dict d;
@@ -208,6 +240,8 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("render_batch", &render_batch, py::arg("params"), py::arg("widths"), py::arg("heights"),
         py::arg("as_u8"), "Render normalized (N, 8) float32 splat arrays; returns H x W x 3 arrays.");
+  m.def("decode_work", &decode_work, py::arg("params"), py::arg("widths"), py::arg("heights"),
+        "Splat x 16x16-tile pairs that rendering each (N, 8) array at its size evaluates.");
   m.def("fit", &fit, py::arg("images"), py::arg("options"),
         "Fit H x W x 3 uint8 images; returns [(params (N, 8) float32, stats dict)].");
   m.def("_render_px_f64", &render_px_f64);

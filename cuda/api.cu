@@ -203,7 +203,7 @@ void render_batch(const std::vector<RenderJob>& jobs, bool as_u8, void* out) {
     TileBins bins;
     bins.init(batch.n_tiles, s);
     const TileLists lists = bin_exact_sorted(Units::kNormalized, params.get(), batch.view(), splats.get(),
-                                             bins, std::min<unsigned long long>(free_bytes / 32, 1ull << 32), s);
+                                             bins, sorted_pair_budget(free_bytes), s);
     const size_t n_out = size_t(3) * batch.n_pixels;
     DeviceBuffer<unsigned char> image(n_out * elem, s);
     launch_render_forward(as_u8 ? Output::kInterleavedU8 : Output::kInterleavedF32, batch.view(),

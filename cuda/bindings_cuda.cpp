@@ -13,6 +13,7 @@
 
 #include "backend.h"
 #include "cpu/render.h"
+#include "core_limits.h"
 #include "plan.h"
 #include "splat_math.h"
 
@@ -25,14 +26,7 @@ namespace {
 template <typename T>
 using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
 
-constexpr long long kMaxPixels = 1LL << 28;  // as cpp/bindings.cpp
-
-void check_size(int width, int height) {
-  if (width < 1 || height < 1 || width > 65535 || height > 65535 ||
-      static_cast<long long>(width) * height > kMaxPixels)
-    throw std::invalid_argument("render size " + std::to_string(width) + "x" + std::to_string(height) +
-                                " is out of range");
-}
+using gs::check_size;
 
 int splat_count(const CArray<float>& params, const char* name) {
   if (params.ndim() != 2 || params.shape(1) != kParamsPerSplat)
@@ -57,7 +51,7 @@ py::list fit(const std::vector<CArray<uint8_t>>& images, const FitOptions& opts)
   for (const auto& img : images) {
     if (img.ndim() != 3 || img.shape(2) != 3 || img.shape(0) < 1 || img.shape(1) < 1)
       throw std::invalid_argument("images must be non-empty H x W x 3 uint8 arrays");
-    check_size(static_cast<int>(img.shape(1)), static_cast<int>(img.shape(0)));
+    check_size(img.shape(1), img.shape(0));
     views.push_back({img.data(), static_cast<int>(img.shape(1)), static_cast<int>(img.shape(0))});
   }
   std::vector<FitResult> results;

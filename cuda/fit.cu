@@ -60,8 +60,7 @@ class BatchFit {
  public:
   BatchFit(const std::vector<HostImage>& images, const FitOptions& opts, size_t free_bytes)
       : images_(images), opts_(opts), n_(opts.n_splats) {
-    // ids + sorted ids, 8 bytes a pair, within a quarter of the free memory
-    pair_budget_ = std::min<unsigned long long>(free_bytes / 32, 1ull << 32);
+    pair_budget_ = sorted_pair_budget(free_bytes);
   }
 
   std::vector<FitResult> run() {

@@ -1,7 +1,10 @@
 // Host-only planning shared by the CUDA drivers (and exposed to the CPU tests):
-// how a batch is split into chunks that fit in device memory.
+// how a batch is split into chunks that fit in device memory, and how many
+// splat-tile pairs the sorted tile lists may hold.
 #pragma once
 
+#include <algorithm>
+#include <climits>
 #include <cstddef>
 #include <utility>
 #include <vector>
@@ -31,6 +34,15 @@ inline std::vector<std::pair<size_t, size_t>> plan_chunks(const std::vector<doub
   }
   if (begin < bytes.size()) chunks.emplace_back(begin, bytes.size());
   return chunks;
+}
+
+// Most splat-tile pairs the sorted tile lists may hold with free_bytes of device
+// memory: ids + sorted ids (8 bytes a pair) within a quarter of it, and at most
+// INT_MAX pairs, the item count every CUB version's segmented sort takes. Tiles
+// past the budget render in direct mode (device.cuh), so a larger count is slower,
+// never unsafe.
+inline unsigned long long sorted_pair_budget(size_t free_bytes) {
+  return std::min<unsigned long long>(free_bytes / 32, INT_MAX);
 }
 
 }  // namespace gs::gpu

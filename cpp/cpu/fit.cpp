@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../fit_options.h"  // shared by every build: must stay generic too
+#include "../parallel_errors.h"
 #include "isa_target.h"        // after the standard headers, before the kernels
 
 #include "../splat_math.h"
@@ -265,6 +266,18 @@ class Fitter {
   TileBins bins_;
 };
 
+// Sets OpenMP's thread count for a scope and restores it, also when the scope throws.
+class ThreadCount {
+ public:
+  explicit ThreadCount(int threads) : saved_(omp_get_max_threads()) { omp_set_num_threads(threads); }
+  ~ThreadCount() { omp_set_num_threads(saved_); }
+  ThreadCount(const ThreadCount&) = delete;
+  ThreadCount& operator=(const ThreadCount&) = delete;
+
+ private:
+  const int saved_;
+};
+
 }  // namespace
 
 std::vector<FitResult> fit_batch(const std::vector<ImageView>& images, const FitOptions& opts) {
@@ -276,16 +289,16 @@ std::vector<FitResult> fit_batch(const std::vector<ImageView>& images, const Fit
   // (on a busy machine a small image fitted by a thread team is hundreds of
   // times slower than by one thread). All give bit-identical results (render.h).
   if (b >= threads && threads > 1) {
+    ParallelErrors errors;  // an exception must not leave the parallel region
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (int i = 0; i < b; ++i) results[i] = Fitter(images[i], opts, false).run();
+    for (int i = 0; i < b; ++i) errors.capture([&] { results[i] = Fitter(images[i], opts, false).run(); });
+    errors.rethrow();
   } else {
-    const int saved = omp_get_max_threads();
-    omp_set_num_threads(threads);
+    const ThreadCount scoped(threads);
     for (int i = 0; i < b; ++i) {
       const bool team = threads > 1 && worth_a_thread_team(images[i].width, images[i].height);
       results[i] = Fitter(images[i], opts, team).run();
     }
-    omp_set_num_threads(saved);
   }
   return results;
 }

@@ -9,6 +9,8 @@
 #pragma once
 
 #include <algorithm>
+#include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "../splat_math.h"
@@ -29,33 +31,43 @@ PixelBox cutoff_box(const PixelSplat<T>& s, int width, int height) {
   return box;
 }
 
+// Number of 16x16 tiles a box touches (0 when empty), in 64 bits: a sum of these
+// over 2^20 splats exceeds 2^31 (docs/format.md, "Decoder limits").
+inline uint64_t tiles_covered(const PixelBox& b) {
+  if (b.empty()) return 0;
+  return uint64_t(b.x1 / kTileSize - b.x0 / kTileSize + 1) *
+         uint64_t(b.y1 / kTileSize - b.y0 / kTileSize + 1);
+}
+
 // Splat ids per tile in compressed-row form: tile t holds ids[offsets[t] .. offsets[t+1]).
+// Offsets are 64-bit: the pair count is only bounded by splats x tiles.
 struct TileBins {
   int tiles_x = 0, tiles_y = 0;
-  std::vector<int> offsets;
-  std::vector<int> ids;
+  std::vector<size_t> offsets;
+  std::vector<int> ids;  // splat indices (callers keep the splat count within int)
 };
 
 inline void bin_boxes(const std::vector<PixelBox>& boxes, int width, int height, TileBins& bins) {
   bins.tiles_x = (width + kTileSize - 1) / kTileSize;
   bins.tiles_y = (height + kTileSize - 1) / kTileSize;
-  const int n_tiles = bins.tiles_x * bins.tiles_y;
+  const size_t n_tiles = size_t(bins.tiles_x) * bins.tiles_y;
+  const size_t row = bins.tiles_x;
   bins.offsets.assign(n_tiles + 1, 0);
   for (const PixelBox& b : boxes) {
     if (b.empty()) continue;
-    for (int ty = b.y0 / kTileSize; ty <= b.y1 / kTileSize; ++ty)
-      for (int tx = b.x0 / kTileSize; tx <= b.x1 / kTileSize; ++tx)
-        ++bins.offsets[ty * bins.tiles_x + tx + 1];
+    for (size_t ty = b.y0 / kTileSize; ty <= size_t(b.y1 / kTileSize); ++ty)
+      for (size_t tx = b.x0 / kTileSize; tx <= size_t(b.x1 / kTileSize); ++tx)
+        ++bins.offsets[ty * row + tx + 1];
   }
-  for (int t = 0; t < n_tiles; ++t) bins.offsets[t + 1] += bins.offsets[t];
+  for (size_t t = 0; t < n_tiles; ++t) bins.offsets[t + 1] += bins.offsets[t];
   bins.ids.resize(bins.offsets[n_tiles]);
-  std::vector<int> cursor(bins.offsets.begin(), bins.offsets.end() - 1);
-  for (int i = 0; i < static_cast<int>(boxes.size()); ++i) {
+  std::vector<size_t> cursor(bins.offsets.begin(), bins.offsets.end() - 1);
+  for (size_t i = 0; i < boxes.size(); ++i) {
     const PixelBox& b = boxes[i];
     if (b.empty()) continue;
-    for (int ty = b.y0 / kTileSize; ty <= b.y1 / kTileSize; ++ty)
-      for (int tx = b.x0 / kTileSize; tx <= b.x1 / kTileSize; ++tx)
-        bins.ids[cursor[ty * bins.tiles_x + tx]++] = i;
+    for (size_t ty = b.y0 / kTileSize; ty <= size_t(b.y1 / kTileSize); ++ty)
+      for (size_t tx = b.x0 / kTileSize; tx <= size_t(b.x1 / kTileSize); ++tx)
+        bins.ids[cursor[ty * row + tx]++] = static_cast<int>(i);
   }
 }
 
@@ -70,7 +82,7 @@ void render_forward(const std::vector<PixelSplat<T>>& splats, const std::vector<
     const int tx0 = (t % bins.tiles_x) * kTileSize, ty0 = (t / bins.tiles_x) * kTileSize;
     const int tw = std::min(kTileSize, width - tx0), th = std::min(kTileSize, height - ty0);
     T acc[3][kTileSize * kTileSize] = {};
-    for (int k = bins.offsets[t]; k < bins.offsets[t + 1]; ++k) {
+    for (size_t k = bins.offsets[t]; k < bins.offsets[t + 1]; ++k) {
       const int i = bins.ids[k];
       const PixelSplat<T>& s = splats[i];
       const PixelBox& b = boxes[i];
@@ -140,6 +152,18 @@ void render_backward(const std::vector<PixelSplat<T>>& splats, const std::vector
     o[kG] = gg;
     o[kBlue] = gbl;
   }
+}
+
+// Splat x tile pairs that decoding n normalized rows (N x 8) at width x height
+// bins and evaluates: the decode-work measure of docs/format.md ("Decoder
+// limits"), counted from the cutoff boxes without allocating anything.
+inline uint64_t decode_work(const float* rows, size_t n, int width, int height) {
+  uint64_t pairs = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const PixelSplat<float> s = to_pixel_splat(rows + i * kParamsPerSplat, float(width), float(height));
+    pairs += tiles_covered(cutoff_box(s, width, height));
+  }
+  return pairs;
 }
 
 // Bin and render in one call: the decode path.

@@ -26,3 +26,16 @@ def pytest_collection_modifyitems(config, items):
 def sample_image() -> np.ndarray:
     """The repo's sample image (Kodak kodim23, 224 x 224), H x W x 3 uint8."""
     return np.asarray(Image.open(SAMPLE_IMAGE).convert("RGB"))
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Torch on one thread while a test runs the reference twin: its dense tensors
+    are small, and intra-op threads on a loaded 2-core machine mostly wait for
+    each other (10x slower, measured)."""
+    import torch  # here, not at the top: most tests never touch torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

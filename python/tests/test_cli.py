@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -153,3 +155,47 @@ def test_console_entry_point_runs_without_traceback(tmp_path) -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.startswith("gscodec: error:") and "Traceback" not in result.stderr
+
+
+def test_huge_bpp_is_a_one_line_error(capsys, images, tmp_path) -> None:
+    code, _, err = run(capsys, "encode", images[0], "-o", tmp_path / "x.gsi", "--bpp", "1e308")
+    assert code == 1
+    assert_one_line_error(err, "bpp=1e+308 is too high")
+    assert not (tmp_path / "x.gsi").exists()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_force_never_replaces_special_files(capsys, images, tmp_path, kind) -> None:
+    gsi = tmp_path / "g.gsi"
+    assert run(capsys, "encode", images[0], "-o", gsi, "--splats", "8", "--iterations", "5")[0] == 0
+    target = tmp_path / "target.png"
+    target.write_bytes(b"keep me")
+    out = tmp_path / "out.png"
+    if kind == "symlink":
+        out.symlink_to(target)
+    else:
+        os.mkfifo(out)
+    code, _, err = run(capsys, "decode", gsi, "-o", out, "--force")
+    assert code == 1
+    assert_one_line_error(err, "out.png", "not a regular file")
+    code, _, err = run(capsys, "encode", images[0], "-o", out, "--splats", "8", "--force")
+    assert code == 1  # refused before fitting
+    assert_one_line_error(err, "out.png", "not a regular file")
+    assert out.is_symlink() if kind == "symlink" else stat.S_ISFIFO(os.lstat(out).st_mode)
+    assert target.read_bytes() == b"keep me"
+
+
+def test_killed_writes_leave_no_output_named_files(capsys, images, tmp_path, monkeypatch) -> None:
+    # A write that dies half-way leaves (at most) a temporary that no *.gsi glob matches.
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", die)
+    monkeypatch.setattr(os, "unlink", lambda *a, **k: None)  # as if killed: no clean-up
+    for _ in range(2):  # an immediate rerun must not collide with the leftover
+        code, _, _ = run(capsys, "encode", images[0], "-o", tmp_path / "k.gsi", "--splats", "8",
+                         "--iterations", "5")
+        assert code == 130
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".k.gsi")]
+    assert len(leftovers) == 2 and all(name.endswith(".tmp") for name in leftovers)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".gsi")]

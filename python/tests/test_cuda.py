@@ -1,4 +1,4 @@
-"""The CUDA backend against its CPU twin.
+"""The CUDA backend against its CPU twin and the reference twin (reference.py).
 
 Tests marked ``gpu`` need a CUDA device and are skipped without one (see
 conftest.py); the others run everywhere and check what a machine without a GPU
@@ -15,53 +15,15 @@ from hypothesis import strategies as st
 
 import gscodec
 from gscodec import Splats, _core
-from reference import random_splats, smooth_image, to_u8
+from reference import (fit_grad, random_pixel_splats, random_splats, render, render_grad, smooth_image,
+                       tile_bins, to_pixel, to_u8)
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest.py
 
 INFO = gscodec.backends()
 COMPILED = INFO["cuda_compiled"]
 AVAILABLE = INFO["cuda_available"]
 needs_cuda_build = pytest.mark.skipif(not COMPILED, reason="built without the CUDA backend")
-TILE = int(_core.TILE_SIZE)
-CUTOFF = np.float32(_core.POWER_CUTOFF)
-
-
-def pixel_splats(rng, n, width, height, lo=0.6, hi=4.0):
-    """Random pixel-unit splats (x, y, a, b, c, r, g, b), float32, some off the image."""
-    p = np.empty((n, 8), np.float32)
-    p[:, 0] = rng.uniform(-3, width + 3, n)
-    p[:, 1] = rng.uniform(-3, height + 3, n)
-    p[:, 2] = rng.uniform(lo, hi, n)
-    p[:, 3] = rng.uniform(-2, 2, n)
-    p[:, 4] = rng.uniform(lo, hi, n)
-    p[:, 5:8] = rng.uniform(-0.5, 1, (n, 3))
-    return p
-
-
-def tile_bins_reference(params, width, height):
-    """NumPy twin of splat_math's cutoff_pixel_box + the tile binning, float32 like C++."""
-    f32 = np.float32
-    p = np.asarray(params, np.float32)
-    k = np.sqrt(CUTOFF)
-    ex = k * np.abs(p[:, 2])
-    ey = k * np.sqrt(p[:, 3] * p[:, 3] + p[:, 4] * p[:, 4])
-
-    def span(centre, ext, size):
-        first = np.ceil(centre - ext - f32(0.5))
-        last = np.floor(centre + ext - f32(0.5))
-        ok = (first <= last) & (last >= 0) & (first <= size - 1)
-        return np.clip(first, 0, size - 1).astype(int), np.clip(last, 0, size - 1).astype(int), ok
-
-    x0, x1, okx = span(p[:, 0], ex, width)
-    y0, y1, oky = span(p[:, 1], ey, height)
-    tx, ty = -(-width // TILE), -(-height // TILE)
-    lists = [[] for _ in range(tx * ty)]
-    for i in np.flatnonzero(okx & oky):
-        for r in range(y0[i] // TILE, y1[i] // TILE + 1):
-            for c in range(x0[i] // TILE, x1[i] // TILE + 1):
-                lists[r * tx + c].append(i)
-    offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])])
-    ids = np.array([i for x in lists for i in x], dtype=np.int32)
-    return offsets, ids
 
 
 # ---- everywhere: plumbing and the host side of the CUDA build ---------------------
@@ -115,7 +77,7 @@ def test_auto_without_a_device_is_the_cpu(sample_image):
 @needs_cuda_build
 @pytest.mark.skipif(AVAILABLE, reason="a CUDA device is present")
 def test_cuda_entry_points_raise_without_a_device():
-    p = pixel_splats(np.random.default_rng(0), 3, 8, 8)
+    p = random_pixel_splats(np.random.default_rng(0), 3, 8, 8)
     for call in (lambda: _core._cuda_render_px(p, 8, 8),
                  lambda: _core._cuda_render_batch([p], [8], [8], True),
                  lambda: _core._cuda_fit([np.zeros((8, 8, 3), np.uint8)], _core.FitOptions())):
@@ -127,12 +89,12 @@ def test_cuda_entry_points_raise_without_a_device():
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 80), width=st.integers(1, 70),
        height=st.integers(1, 50), big=st.booleans())
-def test_cpu_tile_binning_matches_numpy_twin(seed, n, width, height, big):
+def test_cpu_tile_binning_matches_twin(seed, n, width, height, big):
     """The CPU binning (the CUDA binning's twin) and splat_math's pixel box, on the CPU."""
     rng = np.random.default_rng(seed)
-    p = pixel_splats(rng, n, width, height, hi=30.0 if big else 4.0)
+    p = random_pixel_splats(rng, n, width, height, hi=30.0 if big else 4.0)
     offsets, ids = _core._cpu_bin_tiles_px(p, width, height)
-    want_offsets, want_ids = tile_bins_reference(p, width, height)
+    want_offsets, want_ids = tile_bins(p, width, height)
     np.testing.assert_array_equal(offsets, want_offsets)
     np.testing.assert_array_equal(ids, want_ids)
 
@@ -172,6 +134,8 @@ def test_cuda_render_matches_cpu(seed):
     (cf,), (gf,) = cpu_and_cuda_render([s])
     scale = 1 + np.abs(params[:, 5:8]).sum()
     np.testing.assert_allclose(gf, cf, rtol=0, atol=2e-6 * scale)
+    twin = render(to_pixel(params, w, h), w, h).numpy()
+    np.testing.assert_allclose(gf, twin, rtol=0, atol=2e-6 * scale)
     (cu,), (gu,) = cpu_and_cuda_render([s], dtype=np.uint8)
     np.testing.assert_array_equal(gu, to_u8(gf))
     assert (np.abs(gu.astype(int) - cu) <= 1).all()
@@ -207,21 +171,26 @@ def test_cuda_render_many_splats_per_tile_has_no_cap():
 def test_cuda_direct_mode_equals_tile_lists(direct):
     """Tiles whose list overflowed render in direct mode: identical pixels."""
     rng = np.random.default_rng(6)
-    p = pixel_splats(rng, 700, 50, 37, hi=9.0)
+    p = random_pixel_splats(rng, 700, 50, 37, hi=9.0)
     listed = _core._cuda_render_px(p, 50, 37, force_direct=False)
     other = _core._cuda_render_px(p, 50, 37, force_direct=direct)
     np.testing.assert_array_equal(listed, other)
+    scale = 1 + np.abs(p[:, 5:8]).sum()
+    np.testing.assert_allclose(other, render(p, 50, 37).numpy(), rtol=0, atol=2e-6 * scale)
 
 
 @gpu
 @pytest.mark.parametrize("seed", range(3))
 def test_cuda_tile_binning_matches_cpu(seed):
     rng = np.random.default_rng(seed)
-    p = pixel_splats(rng, 400, 97, 61, hi=20.0)
+    p = random_pixel_splats(rng, 400, 97, 61, hi=20.0)
     got = _core._cuda_bin_tiles_px(p, 97, 61)
     want = _core._cpu_bin_tiles_px(p, 97, 61)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+    twin_offsets, twin_ids = tile_bins(p, 97, 61)
+    np.testing.assert_array_equal(got[0], twin_offsets)
+    np.testing.assert_array_equal(got[1], twin_ids)
 
 
 def relative_close(got, want, rtol):
@@ -231,28 +200,27 @@ def relative_close(got, want, rtol):
     assert err.max() < rtol, f"worst relative error {err.max():.2e} in column {err.max(axis=0).argmax()}"
 
 
+def assert_backward_matches(rng, p, w, h, rtol, direct=False):
+    """The CUDA render backward for a random upstream gradient against the CPU's
+    (float64 hook) and the twin's autograd."""
+    upstream = rng.normal(size=(h, w, 3))
+    got = _core._cuda_render_backward_px(p, w, h, upstream.astype(np.float32), force_direct=direct)
+    relative_close(got, _core._render_backward_px_f64(p.astype(np.float64), w, h, upstream), rtol)
+    relative_close(got, render_grad(p, w, h, upstream), rtol)
+
+
 @gpu
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("direct", [False, True])
 def test_cuda_backward_matches_cpu(seed, direct):
     rng = np.random.default_rng(seed)
-    w, h = 45, 38
-    p = pixel_splats(rng, 60, w, h)
-    upstream = rng.normal(size=(h, w, 3))
-    want = _core._render_backward_px_f64(p.astype(np.float64), w, h, upstream)
-    got = _core._cuda_render_backward_px(p, w, h, upstream.astype(np.float32), force_direct=direct)
-    relative_close(got, want, 2e-4)
+    assert_backward_matches(rng, random_pixel_splats(rng, 60, 45, 38), 45, 38, 2e-4, direct)
 
 
 @gpu
 def test_cuda_backward_many_splats_per_tile():
     rng = np.random.default_rng(9)
-    w, h = 24, 20
-    p = pixel_splats(rng, 900, w, h, hi=6.0)
-    upstream = rng.normal(size=(h, w, 3))
-    want = _core._render_backward_px_f64(p.astype(np.float64), w, h, upstream)
-    got = _core._cuda_render_backward_px(p, w, h, upstream.astype(np.float32))
-    relative_close(got, want, 5e-4)
+    assert_backward_matches(rng, random_pixel_splats(rng, 900, 24, 20, hi=6.0), 24, 20, 5e-4)
 
 
 @gpu
@@ -262,13 +230,14 @@ def test_cuda_fused_fit_step_matches_cpu(seed, direct):
     """Forward + clamped-L2 residual + backward in one kernel vs the CPU's three steps."""
     rng = np.random.default_rng(seed)
     w, h = 40, 33
-    p = pixel_splats(rng, 80, w, h)
+    p = random_pixel_splats(rng, 80, w, h)
     target = smooth_image(rng, h, w)
-    render = _core._render_px_f64(p.astype(np.float64), w, h)
-    _, grad_image = _core._l2_loss_and_grad_f64(render, target.astype(np.float64) / 255)
+    image = _core._render_px_f64(p.astype(np.float64), w, h)
+    _, grad_image = _core._l2_loss_and_grad_f64(image, target.astype(np.float64) / 255)
     want = _core._render_backward_px_f64(p.astype(np.float64), w, h, grad_image)
     got = _core._cuda_fit_grad_px(p, w, h, target, force_direct=direct)
     relative_close(got, want, 1e-3)
+    relative_close(got, fit_grad(p, w, h, target), 1e-3)
 
 
 @gpu

@@ -7,10 +7,12 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,7 @@ from gscodec.datasets import (
 )
 from gscodec import cli
 from gscodec.datasets.pipeline import resize_center_crop
-from gscodec.datasets.progress import Progress
+from gscodec.datasets.pipeline import ImageBar
 from gscodec.errors import GSIError
 
 from conftest import SHARED_DATA
@@ -292,7 +294,10 @@ def test_resume_after_crash_matches_a_clean_run(tmp_path, monkeypatch):
     monkeypatch.setattr(gscodec, "fit", real_fit)
     assert (out / "in-00000.manifest.json").exists() and not (out / "in-00001.tar").exists()
     # What a SIGKILL leaves: a half-written partial file, and a tar renamed without a manifest.
-    (out / "in-00001.tar.partial").write_bytes(b"half a tar")
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()  # a writer pid that no longer runs
+    partial = f".in-00001.tar.{socket.gethostname()}-{dead.pid}-00000000.partial"
+    (out / partial).write_bytes(b"half a tar")
     (out / "in-00002.tar").write_bytes((clean / "in-00002.tar").read_bytes()[:1000])
     first_mtime = (out / "in-00000.tar").stat().st_mtime_ns
 
@@ -316,7 +321,7 @@ def test_sigkill_mid_run_then_rerun(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        while not (out / "in-00002.tar.partial").exists():
+        while not list(out.glob(".in-00002.tar.*.partial")) if out.is_dir() else True:
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.monotonic() < deadline, "the run never reached the third shard"
             time.sleep(0.01)
@@ -490,14 +495,167 @@ def test_one_gpu_per_rank(tmp_path, monkeypatch):
 
 def test_progress_line_and_estimate():
     stream = io.StringIO()
-    bar = Progress(100, 2, 3, unknown_estimate=50, stream=stream, log_interval=0)
+    bar = ImageBar(100, 2, 3, unknown_estimate=50, file=stream, disable=False)
     assert bar.total() == 200
     bar.advance(100)
     bar.shard_done(100, was_unknown=False)
     bar.advance(30)
     bar.shard_done(30, was_unknown=True)
     assert bar.total() == 160  # the finished tar shard replaces the first estimate
-    line = bar.line()
-    assert "130/160 img" in line and "img/s" in line and "ETA" in line and "shards 2/3" in line
+    line = str(bar.bar)
+    assert "130/160" in line and "img/s" in line and "<" in line and "shards 2/3" in line
     bar.close()
-    assert stream.getvalue().count("\n") == 5  # not a terminal: a whole line per update
+    quiet = io.StringIO()  # not a terminal (a log): tqdm stays quiet
+    bar = ImageBar(100, 0, 1, file=quiet)
+    bar.advance(100)
+    bar.close()
+    assert quiet.getvalue() == ""
+
+
+# --------------------------------------------------------------------------- hostile inputs (issue 9)
+
+
+def _children(pid: int) -> list[int]:
+    """Pids of the pool workers (spawned) whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find the workers")
+def test_workers_exit_when_the_main_process_is_killed(tmp_path):
+    make_shards(tmp_path / "in", 2, 2)
+    for tar in (tmp_path / "in").glob("*.tar"):  # FIFOs nobody writes: both workers block
+        tar.unlink()
+        os.mkfifo(tar)
+    proc = subprocess.Popen([sys.executable, "-m", "gscodec.cli", "encode-dataset",
+                             str(tmp_path / "in" / "*.tar"), "-o", str(tmp_path / "out"),
+                             "-n", "4", "--iterations", "5", "--native", "--workers", "2", "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "no workers started"
+            workers = _children(proc.pid)
+            time.sleep(0.05)
+        time.sleep(0.5)  # let them reach the blocking read
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 20
+    try:
+        while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_running(pid) for pid in workers), "orphaned workers still run"
+    finally:
+        for pid in workers:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_two_writers_of_one_shard_do_not_collide(tmp_path):
+    # Two identical runs (or a rerun right after a kill) once shared NAME.tar.partial.
+    from gscodec.datasets.tario import ShardWriter
+
+    path = tmp_path / "s.tar"
+    first, second = ShardWriter(path), ShardWriter(path)
+    assert first.partial != second.partial and not first.partial.name.endswith(".tar")
+    for writer in (first, second):
+        writer.add("k", {"cls": b"1"})
+    assert first.commit() == second.commit()
+    assert [p.name for p in tmp_path.iterdir()] == ["s.tar"]
+
+
+def test_manifest_errors_are_the_same_every_run(tmp_path):
+    shard = write_tar(tmp_path / "bad-00000.tar", [("garbage", {"jpg": b"not an image"})])
+    failed = []
+    for out in ("a", "b"):
+        encode_dataset(shard, tmp_path / out, **FAST)
+        failed.append(manifest(tmp_path / out / "bad-00000.manifest.json")["failed"])
+    assert failed[0] == failed[1] and "0x" not in json.dumps(failed[0])
+
+
+def test_unsafe_and_non_data_members_are_counted_not_passed_on(tmp_path):
+    shard = tmp_path / "evil-00000.tar"
+    png = image_bytes(5)
+    with tarfile.open(shard, "w") as tar:
+        for name in ("ok.png", "../../escape.png", "/abs/rooted.png", "README"):
+            info = tarfile.TarInfo(name)
+            info.size = len(png)
+            tar.addfile(info, io.BytesIO(png))
+        for name, kind in (("sym.png", tarfile.SYMTYPE), ("hard.png", tarfile.LNKTYPE)):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, "ok.png"
+            tar.addfile(info)
+    encode_dataset(shard, tmp_path / "out", **FAST)
+    m = manifest(tmp_path / "out" / "evil-00000.manifest.json")
+    reasons = {f["key"]: f["error"] for f in m["failed"]}
+    assert m["count"] == 1 and m["failures"] == 5
+    assert "unsafe" in reasons["../../escape.png"] and "unsafe" in reasons["/abs/rooted.png"]
+    assert "symlink" in reasons["sym.png"] and "hard link" in reasons["hard.png"]
+    assert "no extension" in reasons["README"]
+    assert list(tar_members(tmp_path / "out" / "evil-00000.tar")) == ["ok.gsi"]
+    assert [s["__key__"] for s in iter_samples(shard, decode_gsi=False)] == ["ok"]
+
+
+def test_native_refuses_images_over_max_pixels_before_decoding(tmp_path):
+    # An 8000x8000 PNG header over a 1-pixel body: refused from the header alone.
+    small = bytearray(image_bytes(6, size=(1, 1)))
+    ihdr = small.index(b"IHDR")
+    small[ihdr + 4 : ihdr + 12] = (8000).to_bytes(4, "big") * 2
+    small[ihdr + 17 : ihdr + 21] = zlib.crc32(bytes(small[ihdr : ihdr + 17])).to_bytes(4, "big")
+    samples = [("huge", {"png": bytes(small)}), ("mid", {"png": image_bytes(7, size=(40, 40))}),
+               ("ok", {"png": image_bytes(8)})]
+    shard = write_tar(tmp_path / "big-00000.tar", samples)
+    encode_dataset(shard, tmp_path / "out", **FAST)
+    reasons = {f["key"]: f["error"] for f in
+               manifest(tmp_path / "out" / "big-00000.manifest.json")["failed"]}
+    assert set(reasons) == {"huge"} and "64000000 pixels, over the limit" in reasons["huge"]
+    encode_dataset(shard, tmp_path / "out2", max_pixels=1000, **FAST)
+    reasons = {f["key"]: f["error"] for f in
+               manifest(tmp_path / "out2" / "big-00000.manifest.json")["failed"]}
+    assert set(reasons) == {"huge", "mid"} and "over the limit of 1000" in reasons["mid"]
+
+
+def test_sizes_json_holds_every_complete_shard(tmp_path):
+    make_shards(tmp_path / "in", 2, 3)
+    encode_dataset(str(tmp_path / "in" / "*.tar"), tmp_path / "out", **FAST)
+    sizes = json.loads((tmp_path / "out" / "sizes.json").read_text())
+    assert sizes == {"in-00000.tar": 3, "in-00001.tar": 3}
+
+
+def test_datasets_never_import_torch(tmp_path):
+    make_shards(tmp_path / "in", 1, 2)
+    code = ("import sys; from gscodec.datasets import encode_dataset, iter_samples; "
+            f"encode_dataset({str(tmp_path / 'in')!r} + '/*.tar', {str(tmp_path / 'out')!r}, "
+            "splats=4, iterations=5, size=None, progress=False); "
+            f"list(iter_samples({str(tmp_path / 'out')!r})); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_input_sizes_json_counts_tar_shards_up_front(tmp_path, capsys):
+    make_shards(tmp_path / "in", 2, 3)
+    encode_dataset(str(tmp_path / "in" / "*.tar"), tmp_path / "gs", **FAST)
+    capsys.readouterr()
+    plan = encode_dataset(str(tmp_path / "gs" / "*.tar"), tmp_path / "again", dry_run=True, **FAST)
+    assert [p["images"] for p in plan["plan"]] == [3, 3]  # from gs/sizes.json
+    assert "would encode 6 images" in capsys.readouterr().out

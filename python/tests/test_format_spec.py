@@ -64,6 +64,9 @@ def decode(data: bytes) -> np.ndarray:
         for _ in range(8):
             z, pos = _varint(data, pos)
             offsets.append(z >> 1 if not z & 1 else -(z >> 1) - 1)
+    if zstd:
+        length, pos = _varint(data, pos)
+        assert len(data) == pos + length + 4
     payload, crc = data[pos:-4], struct.unpack("<I", data[-4:])[0]
     raw = zstandard.ZstdDecompressor().decompress(payload) if zstd else payload
     assert zlib.crc32(data[:pos] + raw) == crc

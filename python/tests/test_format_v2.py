@@ -158,8 +158,10 @@ def test_crafted_payloads_are_rejected() -> None:
     h = header_of(one)
     with pytest.raises(GSIError, match="CRC mismatch"):
         fmt.loads(one[:-1] + bytes([one[-1] ^ 1]))
-    with pytest.raises(GSIError, match="file continues past"):
-        fmt.loads(one[:-4] + b"\x00" + one[-4:])
+    with pytest.raises(GSIError, match="data after the CRC"):
+        fmt.loads(one + b"\x00")
+    with pytest.raises(GSIError, match="file is truncated: the payload and its CRC"):
+        fmt.loads(one[:-1])
     with pytest.raises(GSIError, match="unsupported version 2.1"):
         fmt.loads(one[:9] + b"\x01" + one[10:])
     # A code over its width (byte planes of all ones) is named.
@@ -168,8 +170,9 @@ def test_crafted_payloads_are_rejected() -> None:
     assert h.flags & 16
     raw = b"\xff" * h.raw_size
     frame = zstandard.ZstdCompressor(write_content_size=True).compress(raw)
+    fields = big[10:h.data_offset - len(fmt._varint(h.data_length))]  # less the payload length
     with pytest.raises(GSIError, match="exceeds"):
-        fmt.loads(_file(big[10:h.data_offset], frame, raw))
+        fmt.loads(_file(fields + fmt._varint(len(frame)), frame, raw))
 
 
 # ---------------------------------------------------------------- dictionaries

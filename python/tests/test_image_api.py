@@ -13,6 +13,7 @@ from PIL import Image
 
 import gscodec
 from gscodec import GSIError, GSImage, Splats, engine
+from gscodec.metrics import psnr
 from gscodec import format as fmt
 from gscodec import quantize as q
 
@@ -46,11 +47,6 @@ def smooth_image(seed: int, width: int, height: int, edge: bool = False) -> np.n
     if edge:
         img[:, : width // 2] += 0.3
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255.0**2 / max(mse, 1e-12))
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +119,7 @@ def test_bpp_rate_control_trims_when_over(monkeypatch, fit_calls) -> None:
     # An estimate far too low makes every fit overshoot: the result is trimmed.
     img = smooth_image(2, 32, 32)
     monkeypatch.setattr(q, "estimate_bits_per_splat", lambda *a, **k: 5.0)
-    monkeypatch.setattr(gscodec.image, "MAX_FITS", 1)
+    monkeypatch.setattr(gscodec.ratecontrol, "MAX_FITS", 1)
     g = gscodec.encode(img, bpp=4.0, iterations=30)
     assert 0.9 <= g.info["bpp"] / 4.0 <= 1.0
     assert len(fit_calls) == 1 and g.n_splats < fit_calls[0]
@@ -259,3 +255,11 @@ def test_open_bad_sources(tmp_path) -> None:
         gscodec.open(b"")
     with pytest.raises(TypeError, match="path, a binary file object or bytes"):
         gscodec.open(3.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bpp", [1e308, 1e6])
+def test_bpp_beyond_any_file_is_a_clear_error(image, fit_calls, bpp) -> None:
+    # 1e308 overflowed to inf inside rate control (OverflowError from round()).
+    with pytest.raises(ValueError, match=r"bpp=.* is too high for a 24x16 image"):
+        gscodec.encode(image, bpp=bpp)
+    assert fit_calls == []

@@ -1,4 +1,4 @@
-"""Decode: the C++ renderer against the NumPy twin of the render equation."""
+"""Decode: the C++ renderer against the reference twin of the render equation."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,9 @@ from hypothesis import strategies as st
 
 import gscodec
 from gscodec import Splats
-from reference import random_splats, render_reference, to_u8
+from reference import CUTOFF, cutoff_box, power, random_splats, render, to_pixel, to_u8
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest.py
 
 
 @settings(max_examples=40, deadline=None)
@@ -22,10 +24,29 @@ def test_render_matches_reference(seed, n, width, height):
     params = random_splats(rng, n, width, height)
     splats = Splats.from_array(params, width, height)
     got = gscodec.render(splats, dtype=np.float32)
-    want = render_reference(params, width, height)
+    want = render(to_pixel(params, width, height), width, height).numpy()
     assert got.shape == (height, width, 3) and got.dtype == np.float32
     scale = 1 + np.abs(params[:, 5:8]).sum()
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * scale)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 40), width=st.integers(1, 60),
+       height=st.integers(1, 40), big=st.booleans())
+def test_cutoff_box_holds_every_pixel_the_cutoff_admits(seed, n, width, height, big):
+    """The backends evaluate a splat only inside its cutoff box; in float32, as
+    they compute it, no pixel outside the box may pass the cutoff."""
+    rng = np.random.default_rng(seed)
+    params = random_splats(rng, n, width, height)
+    if big:
+        params[:, 2:5] *= 8
+    pixel = to_pixel(params, width, height)
+    inside = (power(pixel, width, height) <= CUTOFF).numpy()
+    x0, x1, y0, y1, nonempty = (t.numpy() for t in cutoff_box(pixel, width, height))
+    cols, rows = np.arange(width), np.arange(height)[:, None]
+    in_box = (nonempty[:, None, None] & (cols >= x0[:, None, None]) & (cols <= x1[:, None, None])
+              & (rows >= y0[:, None, None]) & (rows <= y1[:, None, None]))
+    assert not (inside & ~in_box).any()
 
 
 def test_u8_is_clamped_rounded_float_render():

@@ -5,10 +5,13 @@ them at any size. ``gscodec.clip`` (needs the ``clip`` extra) holds the
 splat-aware CLIP encoder.
 """
 
-from .engine import MAX_ITERATIONS, MAX_SPLATS, backends, fit, render, render_batch
+from . import limits
+from .engine import backends, fit, render, render_batch
+from .limits import MAX_ITERATIONS, MAX_SPLATS
 from .splats import Splats
 
-__all__ = ["Splats", "fit", "render", "render_batch", "backends", "MAX_SPLATS", "MAX_ITERATIONS"]
+__all__ = ["Splats", "fit", "render", "render_batch", "backends", "limits", "MAX_SPLATS",
+           "MAX_ITERATIONS"]
 __version__ = "0.1.0"
 
 # The .gsi format and the PIL-style API; importing pil_plugin registers the

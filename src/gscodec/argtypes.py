@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from .limits import MAX_SIDE
+
 
 def positive_int(text: str) -> int:
     """An integer >= 1."""
@@ -19,6 +21,14 @@ def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def image_side(text: str) -> int:
+    """An image width or height: an integer in 1..MAX_SIDE."""
+    value = int(text)
+    if not 1 <= value <= MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"must be an integer in 1..{MAX_SIDE}, got {text}")
     return value
 
 

@@ -14,56 +14,44 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import Sequence
 
-import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from . import __version__
 from . import format as fmt
 from . import image as gsimage
-from .argtypes import positive_float, positive_int
+from ._io import atomic_path, check_replaceable, load_image
+from .argtypes import image_side, positive_float, positive_int
 from .datasets.cli import register as register_encode_dataset
 from .errors import GSIError
+from .limits import MAX_SIDE
+from .metrics import psnr
 from .quantize import PRESETS
 
 __all__ = ["build_parser", "main"]
 
 
-class Progress:
-    """One-line progress on stderr: rewritten in place on a terminal, one line
-    per finished item otherwise; silent when ``quiet``."""
+def _progress(total: int, quiet: bool) -> tqdm:
+    """A bar on a terminal (none in logs or with ``quiet``); results go through ``.write``."""
+    return tqdm(total=total, unit="file", disable=True if quiet else None, leave=False,
+                file=sys.stderr)
 
-    def __init__(self, total: int, quiet: bool = False, stream: TextIO | None = None) -> None:
-        self.total = total
-        self.quiet = quiet
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
 
-    def start(self, index: int, message: str) -> None:
-        """Show that item ``index`` (0-based) is under way (terminals only)."""
-        if not self.quiet and self.tty:
-            self.stream.write(f"\r\x1b[K[{index + 1}/{self.total}] {message}")
-            self.stream.flush()
-
-    def done(self, index: int, message: str) -> None:
-        """Report item ``index`` as finished."""
-        if not self.quiet:
-            prefix = "\r\x1b[K" if self.tty else ""
-            self.stream.write(f"{prefix}[{index + 1}/{self.total}] {message}\n")
-            self.stream.flush()
+def _report(bar: tqdm, quiet: bool, line: str) -> None:
+    """Print a per-file result line (also to logs) above the bar."""
+    if not quiet:
+        bar.write(line, file=sys.stderr)
+    bar.update(1)
 
 
 def _check_output(path: Path, force: bool) -> None:
-    if path.exists() and not force:
+    if (path.exists() or path.is_symlink()) and not force:
         raise FileExistsError(f"output {str(path)!r} exists (use --force to overwrite)")
+    check_replaceable(path)  # before any work: --force replaces regular files only
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output directory {str(path.parent)!r} does not exist")
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def _encode_outputs(args: argparse.Namespace) -> list[Path]:
@@ -92,26 +80,28 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     outputs = _encode_outputs(args)
     for dst in outputs:
         _check_output(dst, args.force)
-    progress = Progress(len(outputs), args.quiet)
+    bar = _progress(len(outputs), args.quiet)
     failed = 0
     for i, (src, dst) in enumerate(zip(args.inputs, outputs)):
-        progress.start(i, f"{src}: encoding")
+        bar.set_description_str(f"{src}: encoding")
         t0 = time.perf_counter()
         try:
-            pixels = gsimage.load_image(src)
+            pixels = load_image(src)
             gsi = gsimage.encode(pixels, n_splats=args.splats, bpp=args.bpp,
                                  iterations=args.iterations, precision=args.precision,
                                  device=args.device)
             gsi.save(dst)
-            psnr = _psnr(gsi.render(), pixels)
+            quality = psnr(pixels, gsi.render())
         except (GSIError, OSError, ValueError, RuntimeError) as e:
             failed += 1
-            progress.done(i, f"{src}: failed")
-            print(f"gscodec: error: {src}: {e}", file=sys.stderr)
+            _report(bar, args.quiet, f"[{i + 1}/{len(outputs)}] {src}: failed")
+            bar.write(f"gscodec: error: {src}: {e}", file=sys.stderr)
             continue
         info = gsi.info
-        progress.done(i, f"{src} -> {dst}: {info['n_splats']} splats, {info['bpp']:.3f} bpp, "
-                         f"{psnr:.2f} dB, {time.perf_counter() - t0:.1f} s")
+        _report(bar, args.quiet,
+                f"[{i + 1}/{len(outputs)}] {src} -> {dst}: {info['n_splats']} splats, "
+                f"{info['bpp']:.3f} bpp, {quality:.2f} dB, {time.perf_counter() - t0:.1f} s")
+    bar.close()
     return 1 if failed else 0
 
 
@@ -121,7 +111,11 @@ def _decode_size(args: argparse.Namespace, width: int, height: int) -> tuple[int
     if args.height is not None:
         return max(1, round(args.height * width / height)), args.height
     if args.scale is not None:
-        return max(1, round(width * args.scale)), max(1, round(height * args.scale))
+        w, h = width * args.scale, height * args.scale
+        if max(w, h) > MAX_SIDE:  # also inf: round() would raise OverflowError
+            raise ValueError(f"--scale {args.scale:g} gives a {w:.0f}x{h:.0f} image; the "
+                             f"largest side is {MAX_SIDE}")
+        return max(1, round(w)), max(1, round(h))
     return width, height
 
 
@@ -134,16 +128,17 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         raise ValueError(f"cannot write {str(dst)!r}: no image format for extension "
                          f"{ext or '(none)'!r}")
     _check_output(dst, args.force)
-    progress = Progress(1, args.quiet)
-    progress.start(0, f"{src}: decoding")
+    bar = _progress(1, args.quiet)
+    bar.set_description_str(f"{src}: decoding")
     t0 = time.perf_counter()
     with gsimage.open(src) as gsi:
         size = _decode_size(args, gsi.width, gsi.height)
         picture = gsi.to_pil(size)
-    with fmt.atomic_path(dst) as tmp:
+    with atomic_path(dst) as tmp:
         picture.save(tmp, format=out_format)
-    progress.done(0, f"{src} -> {dst}: {size[0]}x{size[1]}, "
-                     f"{(time.perf_counter() - t0) * 1000:.0f} ms")
+    _report(bar, args.quiet, f"[1/1] {src} -> {dst}: {size[0]}x{size[1]}, "
+                             f"{(time.perf_counter() - t0) * 1000:.0f} ms")
+    bar.close()
     return 0
 
 
@@ -200,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("input", metavar="IN.gsi")
     dec.add_argument("-o", "--output", metavar="OUT", help="output image (default IN.png)")
     size = dec.add_mutually_exclusive_group()
-    size.add_argument("--width", type=positive_int, metavar="W", help="output width")
-    size.add_argument("--height", type=positive_int, metavar="H", help="output height")
+    size.add_argument("--width", type=image_side, metavar="W", help="output width")
+    size.add_argument("--height", type=image_side, metavar="H", help="output height")
     size.add_argument("--scale", type=positive_float, metavar="S", help="scale factor")
     dec.add_argument("--force", action="store_true", help="overwrite an existing output")
     dec.add_argument("-q", "--quiet", action="store_true", help="no progress line")

@@ -1,23 +1,27 @@
-"""Encode (fit) and decode (render): argument checking and dispatch to ``_core``."""
+"""Encode (fit) and decode (render): argument checking and dispatch to ``_core``.
+
+The compiled core is loaded on first use, so that the pure-Python parts of the
+package (`gscodec.format`, `gscodec.limits`) import without it.
+"""
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
 from typing import Any, Sequence
 
 import numpy as np
 
-from . import _core
+from . import limits
+from .limits import MAX_ITERATIONS, MAX_PIXELS, MAX_SIDE, MAX_SPLATS, DecodeLimitError
 from .splats import Splats
 
 __all__ = ["fit", "render", "render_batch", "backends", "MAX_SPLATS", "MAX_ITERATIONS"]
 
-#: Largest splat count `fit` accepts for one image (and what a .gsi may hold).
-MAX_SPLATS = 1 << 20
-#: Largest iteration count `fit` accepts.
-MAX_ITERATIONS = 1_000_000
-#: Largest output dimension and pixel count for `render` and `fit`.
-MAX_SIDE = 65535
-MAX_PIXELS = int(_core.MAX_PIXELS)
+
+def _core() -> ModuleType:
+    """The compiled core ``gscodec._core`` (imported once, then cached by Python)."""
+    return importlib.import_module("._core", __package__)
 
 
 def backends() -> dict[str, Any]:
@@ -26,18 +30,52 @@ def backends() -> dict[str, Any]:
     Example: ``{"cpu": True, "cuda_compiled": False, "cuda_available": False,
     "cpu_threads": 2}``.
     """
-    return dict(_core.backends())
+    return dict(_core().backends())
+
+
+def _check_sides(width: Any, height: Any, what: str) -> tuple[int, int]:
+    """Both sides ints in 1..MAX_SIDE (``what`` names them in messages)."""
+    for name, value in (("width", width), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{what}{name} must be an int, got {type(value).__name__}")
+        if not 1 <= value <= MAX_SIDE:
+            raise ValueError(f"{what}{name} must be in 1..{MAX_SIDE}, got {value}")
+    return int(width), int(height)
 
 
 def _check_size(width: Any, height: Any, what: str) -> tuple[int, int]:
-    for name, value in (("width", width), ("height", height)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"{what} {name} must be an int, got {type(value).__name__}")
-        if not 1 <= value <= MAX_SIDE:
-            raise ValueError(f"{what} {name} must be in 1..{MAX_SIDE}, got {value}")
-    if int(width) * int(height) > MAX_PIXELS:
-        raise ValueError(f"{what} size {width}x{height} exceeds {MAX_PIXELS} pixels")
-    return int(width), int(height)
+    """A fit input size: sides in range and at most MAX_PIXELS pixels."""
+    width, height = _check_sides(width, height, what)
+    if width * height > MAX_PIXELS:
+        raise ValueError(f"{what}size {width}x{height} exceeds {MAX_PIXELS} pixels")
+    return width, height
+
+
+def _check_decode_limits(params: list[np.ndarray], widths: list[int], heights: list[int]) -> None:
+    """Raise `DecodeLimitError` if any render is over MAX_PIXELS or the decode-work
+    limits of `gscodec.limits` (read now: they may be changed at run time),
+    before anything is allocated for the output."""
+    max_pixels = limits.MAX_DECODE_PIXELS
+    for i, (w, h) in enumerate(zip(widths, heights)):
+        where = f"splats[{i}] at {w}x{h}" if len(params) > 1 else f"{w}x{h}"
+        if w * h > MAX_PIXELS:
+            raise DecodeLimitError(f"render: {where} is {w * h} pixels, more than gscodec "
+                                   f"renders (gscodec.limits.MAX_PIXELS = {MAX_PIXELS}); "
+                                   f"render a smaller size")
+        if max_pixels is not None and w * h > max_pixels:
+            raise DecodeLimitError(f"render: {where} is {w * h} pixels, more than "
+                                   f"gscodec.limits.MAX_DECODE_PIXELS ({max_pixels}); raise "
+                                   f"that limit to decode it deliberately")
+    max_work = limits.MAX_DECODE_WORK
+    if max_work is None:
+        return
+    for i, work in enumerate(_core().decode_work(params, widths, heights)):
+        if work > max_work:
+            where = f" (splats[{i}])" if len(params) > 1 else ""
+            raise DecodeLimitError(
+                f"render: {len(params[i])} splats at {widths[i]}x{heights[i]}{where} cover "
+                f"{work} splat-tile pairs, more than gscodec.limits.MAX_DECODE_WORK "
+                f"({max_work}); raise that limit to decode it deliberately")
 
 
 def _check_device(device: str) -> None:
@@ -78,7 +116,10 @@ def render_batch(
     entry) means the splats' reference size.
     """
     backend = _resolve_device(device)
-    dtype = np.dtype(dtype)
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be uint8 or float32, got {dtype!r}") from None
     if dtype not in (np.dtype(np.uint8), np.dtype(np.float32)):
         raise TypeError(f"dtype must be uint8 or float32, got {dtype}")
     splats = list(splats)
@@ -91,13 +132,19 @@ def render_batch(
     if len(sizes) != len(splats):
         raise ValueError(f"got {len(sizes)} sizes for {len(splats)} splat sets")
     widths, heights = [], []
-    for s, size in zip(splats, sizes):
-        w, h = (s.width, s.height) if size is None else size
-        w, h = _check_size(w, h, "render")
+    for i, (s, size) in enumerate(zip(splats, sizes)):
+        if size is None:
+            w, h = s.width, s.height
+        elif isinstance(size, (tuple, list)) and len(size) == 2:
+            w, h = _check_sides(*size, f"sizes[{i}] ")
+        else:
+            raise TypeError(f"sizes[{i}] must be a (width, height) pair or None, got {size!r}")
         widths.append(w)
         heights.append(h)
     params = [s.to_array() for s in splats]
-    run = _core._cuda_render_batch if backend == "cuda" else _core.render_batch
+    _check_decode_limits(params, widths, heights)
+    core = _core()
+    run = core._cuda_render_batch if backend == "cuda" else core.render_batch
     return run(params, widths, heights, dtype == np.uint8)
 
 
@@ -115,17 +162,23 @@ def render(
     normalized, so any size works (give one side to keep the aspect ratio).
     ``dtype=np.uint8`` returns the 8-bit image every decoder produces;
     ``dtype=np.float32`` returns the unclamped sum of the render equation.
+
+    Decoding is bounded: over `gscodec.limits.MAX_DECODE_PIXELS` output
+    pixels or `gscodec.limits.MAX_DECODE_WORK` splat-tile pairs it raises
+    `gscodec.limits.DecodeLimitError` (a ValueError) before allocating;
+    raise those limits to decode such an image deliberately.
     """
     if not isinstance(splats, Splats):
         raise TypeError(f"splats must be gscodec.Splats, got {type(splats).__name__}")
     if width is None and height is None:
         width, height = splats.width, splats.height
     elif height is None:
-        _check_size(width, 1, "render")
+        _check_sides(width, 1, "render ")
         height = max(1, round(width * splats.height / splats.width))
     elif width is None:
-        _check_size(1, height, "render")
+        _check_sides(1, height, "render ")
         width = max(1, round(height * splats.width / splats.height))
+    width, height = _check_sides(width, height, "render ")
     return render_batch([splats], [(width, height)], dtype=dtype, device=device)[0]
 
 
@@ -135,6 +188,8 @@ def _as_image_list(images: Any) -> tuple[list[np.ndarray], bool]:
         if images.ndim == 3:
             return [images], True
         if images.ndim == 4:
+            if images.shape[0] == 0:
+                raise ValueError("images is an empty batch (0 x H x W x 3)")
             return list(images), False
         raise ValueError(
             f"images must be H x W x 3 or B x H x W x 3, got an array of shape {images.shape}"
@@ -156,7 +211,7 @@ def _check_image(img: Any, index: int) -> np.ndarray:
         raise ValueError(f"{where} must have shape H x W x 3, got {img.shape}")
     if img.shape[0] == 0 or img.shape[1] == 0:
         raise ValueError(f"{where} is empty ({img.shape[1]}x{img.shape[0]})")
-    _check_size(img.shape[1], img.shape[0], where)
+    _check_size(img.shape[1], img.shape[0], f"{where} ")
     return np.ascontiguousarray(img)
 
 
@@ -241,7 +296,8 @@ def fit(
             )
     backend = _resolve_device(device)
 
-    opts = _core.FitOptions()
+    core = _core()
+    opts = core.FitOptions()
     opts.n_splats = int(n_splats)
     opts.iterations = int(iterations)
     opts.init = init
@@ -255,7 +311,7 @@ def fit(
     opts.prune_every = int(prune_every)
     opts.threads = int(threads)
 
-    run = _core._cuda_fit if backend == "cuda" else _core.fit
+    run = core._cuda_fit if backend == "cuda" else core.fit
     results = run(image_list, opts)
     splats = [
         Splats.from_array(params, img.shape[1], img.shape[0])

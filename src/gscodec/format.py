@@ -34,8 +34,8 @@ import numpy as np
 import zstandard
 
 from . import quantize as q
-from .engine import MAX_SPLATS
 from .errors import GSIError
+from .limits import MAX_SPLATS
 from .splats import FIELDS, Splats
 
 __all__ = [
@@ -76,8 +76,6 @@ MAX_WINDOW = 1 << 27
 ZSTD_LEVEL = 19
 _TRY_ONE_BLOCK_BELOW = 1 << 16
 
-# Largest t with exp(t) finite in float32 (a LOG range must stay below it).
-_LOG_FLOAT32_MAX = float(np.log(np.finfo(np.float32).max))
 _HEAD_FIXED = struct.Struct("<HHIB")  # width, height, n_splats, mode
 _FIELD_DESC = struct.Struct("<BBff")  # bits, transform, lo, hi
 _CHUNK = struct.Struct("<I4s")  # length, type
@@ -93,8 +91,7 @@ class Header:
     """Everything a reader learns before decoding the payload.
 
     ``data_offset`` / ``data_length`` locate the payload (bytes from the
-    start of the file; ``data_length`` is 0 for version 2, whose payload runs
-    to the CRC at the end of the file). ``codings`` holds the 8 field codings
+    start of the file; version 2's CRC follows it). ``codings`` holds the 8 field codings
     of a version-1 quantized file, ``grids`` the quantizer of a version-2 one
     (None when it holds no splats). ``flags``, ``dictionary_id`` and
     ``crc_seed`` (the CRC-32 of the header bytes) are version 2's.
@@ -144,7 +141,6 @@ class Header:
             "payload_bytes": self.data_length,
         }
         if self.version[0] == 2:
-            out["payload_bytes"] = (file_size - self.data_offset - 4) if file_size else None
             out["dictionary_id"] = self.dictionary_id or None
             if self.grids:
                 out["grids"] = dataclasses.asdict(self.grids)
@@ -201,12 +197,19 @@ def _compress(planes: list[bytes],
 
 
 def _encode_meta(metadata: Mapping[str, str]) -> bytes:
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a mapping of str to str, got "
+                        f"{type(metadata).__name__}")
     parts = []
     for key, value in metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError(f"metadata keys and values must be str, got "
                             f"{type(key).__name__}: {type(value).__name__}")
-        k, v = key.encode("utf-8"), value.encode("utf-8")
+        try:
+            k, v = key.encode("utf-8"), value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"metadata entry {key!r}: not encodable as UTF-8 (a lone "
+                             f"surrogate?)") from None
         if not 1 <= len(k) <= 255:
             raise ValueError(f"metadata key {key!r} must be 1..255 bytes of UTF-8")
         parts.append(struct.pack("<H", len(k)) + k + _U32.pack(len(v)) + v)
@@ -235,17 +238,18 @@ def dumps(splats: Splats, *, precision: str = "fp16",
         raise TypeError(f"splats must be gscodec.Splats, got {type(splats).__name__}")
     if len(splats) > MAX_SPLATS:
         raise ValueError(f"{len(splats)} splats is more than a .gsi holds ({MAX_SPLATS})")
+    meta = b"" if metadata is None else _encode_meta(metadata)  # errors before any work
     if version == VERSION_1:
         if dictionary is not None:
             raise ValueError("dictionary needs version 2; version 1.0 files have none")
-        return _dumps_v1(splats, precision, metadata)
+        return _dumps_v1(splats, precision, meta)
     if version != VERSION:
         raise ValueError(f"version must be {VERSION} or {VERSION_1}, got {version!r}")
-    return _dumps_v2(splats, q.parse_precision(precision), metadata,
+    return _dumps_v2(splats, q.parse_precision(precision), meta,
                      None if dictionary is None else _as_dictionary(dictionary))
 
 
-def _dumps_v1(splats: Splats, precision: str, metadata: Mapping[str, str] | None) -> bytes:
+def _dumps_v1(splats: Splats, precision: str, meta: bytes) -> bytes:
     cols = q.prepare(splats, precision)
     head = _HEAD_FIXED.pack(splats.width, splats.height, len(splats), cols.mode)
     for c in cols.codings:
@@ -253,8 +257,8 @@ def _dumps_v1(splats: Splats, precision: str, metadata: Mapping[str, str] | None
     payload = _compress([p for a, w in zip(cols.arrays, cols.widths)
                          for p in _byte_planes(a, w)])
     out = [MAGIC, bytes(VERSION_1), _chunk(b"HEAD", head)]
-    if metadata:
-        out.append(_chunk(b"meta", _encode_meta(metadata)))
+    if meta:
+        out.append(_chunk(b"meta", meta))
     out += [_chunk(b"DATA", payload), _chunk(b"DONE", b"")]
     return b"".join(out)
 
@@ -387,7 +391,7 @@ def _as_dictionary(dictionary: object) -> zstandard.ZstdCompressionDict:
     return dictionary
 
 
-def _dumps_v2(splats: Splats, p: q.Precision, metadata: Mapping[str, str] | None,
+def _dumps_v2(splats: Splats, p: q.Precision, meta: bytes,
               dictionary: zstandard.ZstdCompressionDict | None) -> bytes:
     n = len(splats)
     descriptor = b""
@@ -413,10 +417,11 @@ def _dumps_v2(splats: Splats, p: q.Precision, metadata: Mapping[str, str] | None
     if use_zstd and dictionary is not None:
         flags |= _DICTIONARY
         extra += _U32.pack(dictionary.dict_id())
-    if metadata:
-        meta = _encode_meta(metadata)
+    if meta:
         flags |= _META
         extra += _varint(len(meta)) + meta
+    if use_zstd:
+        descriptor += _varint(len(frame))
     header = MAGIC + bytes(VERSION) + b"".join(head) + bytes([flags]) + extra + descriptor
     raw = b"".join(planes) if use_zstd else raw_layout
     crc = zlib.crc32(raw, zlib.crc32(header))
@@ -474,13 +479,19 @@ class _Stream:
         return GSIError(f"{self.name}: offset {offset}: {message}")
 
     def read(self, n: int, what: str) -> bytes:
-        data = self.fp.read(n)
-        if data is None or len(data) != n:
-            got = 0 if data is None else len(data)
-            raise self.error(self.offset, f"file is truncated: {what} needs {n} bytes, "
-                                          f"only {got} left")
+        # Unbuffered streams (pipes, sockets, raw files) may return fewer bytes
+        # than asked before the end: read until n bytes or the end.
+        parts = []
+        got = 0
+        while got < n:
+            part = self.fp.read(n - got)
+            if not part:
+                raise self.error(self.offset, f"file is truncated: {what} needs {n} bytes, "
+                                              f"only {got} left")
+            parts.append(part)
+            got += len(part)
         self.offset += n
-        return data
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def chunk(self, limit: int | None = None) -> tuple[int, bytes, int]:
         """Read a chunk's length and type: ``(offset, type, length)``."""
@@ -537,7 +548,7 @@ def _parse_head(s: _Stream, start: int, data: bytes, minor: int) -> tuple:
                 raise s.error(at + 1, f"HEAD: field {name}: invalid transform {transform}")
             if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
                 raise s.error(at + 2, f"HEAD: field {name}: invalid range [{lo}, {hi}]")
-            if transform == q.LOG and hi > _LOG_FLOAT32_MAX:
+            if transform == q.LOG and hi > q.LOG_FLOAT32_MAX:
                 raise s.error(at + 6, f"HEAD: field {name}: log range end {hi} overflows "
                                       "float32")
             codings.append(q.FieldCoding(bits, transform, lo, hi))
@@ -824,28 +835,21 @@ def _read_header_v2(s: _Stream, minor: int) -> Header:
         grids = q.Grids(widths, steps, predictors, tuple(offsets))
     elif flags >> _PREDICTOR_SHIFT:
         raise s.error(at, f"header: flags 0x{flags:02x}: predictors without splats")
-    return Header(VERSION, width, height, n, mode, (), metadata, s.offset, 0, grids, flags,
-                  dictionary_id, zlib.crc32(bytes(h.data)))
-
-
-def _payload_bound(header: Header) -> int:
+    header = Header(VERSION, width, height, n, mode, (), metadata, 0, 0, grids, flags,
+                    dictionary_id)
     raw = header.raw_size
-    return raw + raw // 64 + 1024 if header.flags & _ZSTD else raw
+    length = raw
+    if flags & _ZSTD:  # above zstd's worst case
+        length = h.varint("payload length", raw + raw // 64 + 1024)
+    return dataclasses.replace(header, data_offset=s.offset, data_length=length,
+                               crc_seed=zlib.crc32(bytes(h.data)))
 
 
 def _read_payload_v2(s: _Stream, header: Header) -> tuple[bytes, int]:
-    bound = _payload_bound(header) + 4
-    rest = s.fp.read(bound + 1)
-    rest = rest or b""
-    if len(rest) > bound:
-        raise s.error(s.offset + bound, f"file continues past the {bound - 4} bytes of "
-                                        f"payload {header.n_splats} {header.precision} "
-                                        "splats allow and their CRC")
-    if len(rest) < 4 or (not header.flags & _ZSTD and len(rest) != bound):
-        raise s.error(s.offset + len(rest), f"file is truncated: payload and CRC need "
-                                            f"{bound if not header.flags & _ZSTD else 4}"
-                                            f" bytes, only {len(rest)} left")
-    return rest, s.offset + len(rest)
+    payload = s.read(header.data_length + 4, "the payload and its CRC")
+    if s.fp.read(1):
+        raise s.error(s.offset, "data after the CRC (the end of the file)")
+    return payload, s.offset
 
 
 def _decode_payload_v2(s: _Stream, header: Header, payload: bytes,

@@ -1,4 +1,7 @@
-"""The PIL-style API: `open`, `encode`, `decode` and the lazy `GSImage`."""
+"""The PIL-style API: `open`, `encode`, `decode` and the lazy `GSImage`.
+
+Rate control (``encode(..., bpp=)``) lives in `gscodec.ratecontrol`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import builtins
 import io
 import math
 import os
+import stat
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -15,21 +19,17 @@ from PIL import Image
 from . import engine
 from . import format as fmt
 from . import quantize as q
+from ._io import atomic_write, load_image
 from .errors import GSIError
+from .limits import MAX_SPLATS, DecodeLimitError
+from .ratecontrol import encode_to_rate
 from .splats import Splats
 
-__all__ = ["GSImage", "open", "encode", "decode", "load_image", "DEFAULT_PRECISION"]
+__all__ = ["GSImage", "open", "encode", "decode", "DEFAULT_PRECISION"]
 
 #: Precision `encode` uses when none is given: the best rate-distortion
 #: trade-off measured (docs/format.md, "Choosing the presets").
 DEFAULT_PRECISION = "q7"
-#: `bpp=` rate control: allowed relative error of the file size, and fits.
-BPP_TOLERANCE = 0.10
-MAX_FITS = 3
-_AIM = 1.02  # fits aim this much over the target (trimming is cheaper than a refit)
-# Precisions rate control moves up to when the target needs more splats than
-# the image has pixels (more bits per splat is then the only way up).
-_FINER = ("q7", "q8", "q10", "fp16", "fp32")
 
 Size = tuple[int | None, int | None]
 
@@ -134,9 +134,12 @@ class GSImage:
     def render(self, size: Size | None = None) -> np.ndarray:
         """Decode to an H x W x 3 uint8 array at ``size`` = ``(width, height)``
         (default: the reference size; one side may be None to keep the aspect
-        ratio)."""
+        ratio).
+
+        Raises `GSIError` when the decode is over a limit of `gscodec.limits`
+        (a decompression bomb, or a deliberately huge ``size``)."""
         width, height = (None, None) if size is None else _check_size_arg(size)
-        return engine.render(self.splats, width, height)
+        return render_file(self.splats, width, height, self._name)
 
     def to_pil(self, size: Size | None = None) -> Image.Image:
         """Decode to an RGB `PIL.Image.Image` (see `render` for ``size``)."""
@@ -160,7 +163,7 @@ class GSImage:
         else:
             data = self.tobytes()
         if isinstance(dst, (str, os.PathLike)):
-            fmt.atomic_write(dst, data)
+            atomic_write(dst, data)
         elif hasattr(dst, "write"):
             dst.write(data)
         else:
@@ -177,6 +180,15 @@ class GSImage:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def render_file(splats: Splats, width: int | None, height: int | None, name: str) -> np.ndarray:
+    """`engine.render` for the splats of the file ``name``: a decode over the
+    limits of `gscodec.limits` is a `GSIError`, as any other bad file."""
+    try:
+        return engine.render(splats, width, height)
+    except DecodeLimitError as e:
+        raise GSIError(f"{name}: {e}") from None
 
 
 class _Recorder:
@@ -225,9 +237,13 @@ def open(src: str | os.PathLike | BinaryIO | bytes,  # noqa: A001 (PIL-style)
     if isinstance(src, (str, os.PathLike)):
         path = Path(src)
         with builtins.open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):  # a pipe (/dev/stdin): cannot be re-read later
+                header, payload, size, data = _read_stream(f, str(path))
+                return GSImage(header, name=str(path), file_size=size, data=data,
+                               payload=payload, dictionary=dictionary)
             header = fmt.read_header(f, str(path))
-            size = os.fstat(f.fileno()).st_size
-        return GSImage(header, name=str(path), file_size=size, path=path,
+        return GSImage(header, name=str(path), file_size=st.st_size, path=path,
                        dictionary=dictionary)
     if hasattr(src, "read"):
         name = str(getattr(src, "name", "<file>"))
@@ -243,37 +259,6 @@ def decode(src: str | os.PathLike | BinaryIO | bytes, size: Size | None = None) 
     at the reference size or ``size`` = ``(width, height)``."""
     with open(src) as im:
         return im.to_pil(size)
-
-
-def load_image(image: Any) -> np.ndarray:
-    """An H x W x 3 uint8 array from a PIL image, an array or an image path.
-
-    Arrays may be H x W (grey), H x W x 3 or H x W x 4 (alpha dropped), uint8.
-    Raises `FileNotFoundError` for a missing path and `ValueError` for a file
-    that is not a readable image.
-    """
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise FileNotFoundError(f"input image {str(path)!r} does not exist or is not a file")
-        try:
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"))
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise ValueError(f"cannot read image {str(path)!r}: {e}") from None
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8:
-            raise TypeError(f"image array must be uint8, got {image.dtype}")
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        if image.ndim != 3 or image.shape[2] not in (3, 4):
-            raise ValueError(f"image array must be H x W, H x W x 3 or H x W x 4, "
-                             f"got shape {image.shape}")
-        return np.ascontiguousarray(image[:, :, :3])
-    raise TypeError(f"image must be a PIL image, a uint8 array or a path, got "
-                    f"{type(image).__name__}")
 
 
 def encode(image: Any, *, n_splats: int | None = None, bpp: float | None = None,
@@ -298,89 +283,10 @@ def encode(image: Any, *, n_splats: int | None = None, bpp: float | None = None,
         q.parse_precision(precision)  # fail before any fitting
     if bpp is None:
         if n_splats is None:
-            n_splats = max(1, min(math.ceil(width * height / 64), engine.MAX_SPLATS))
+            n_splats = max(1, min(math.ceil(width * height / 64), MAX_SPLATS))
         splats = engine.fit(pixels, n_splats, iterations=iterations, device=device)
         data = fmt.dumps(splats, precision=precision or DEFAULT_PRECISION)
     else:
-        data = _encode_to_rate(pixels, bpp, precision, iterations, device)
+        data = encode_to_rate(pixels, bpp, precision=precision, iterations=iterations,
+                              device=device)
     return open(data)
-
-
-def _container_bits(precision: str) -> int:
-    """File bits that do not depend on the splat count (header, chunks, frame)."""
-    return 8 * len(fmt.dumps(Splats.from_array(np.zeros((0, 8), np.float32), 1, 1),
-                             precision=precision))
-
-
-def _splats_for(target_bits: float, precision: str, width: int, height: int) -> int:
-    fixed = _container_bits(precision)
-    n = max(1.0, (target_bits - fixed) / 60.0)
-    for _ in range(4):  # bits per splat depends (weakly) on n: iterate
-        per_splat = q.estimate_bits_per_splat(precision, round(n), width, height)
-        n = max(1.0, (target_bits - fixed) / per_splat)
-    return round(n)
-
-
-def _trim(splats: Splats, precision: str, max_bits: float) -> bytes:
-    """Drop the weakest splats (least colour energy x area) until the file
-    fits in ``max_bits``; binary search on the count kept."""
-    arr = splats.to_array()
-    energy = (arr[:, 5:8].astype(np.float64) ** 2).sum(1) * arr[:, 2] * arr[:, 4]
-    order = np.argsort(-energy, kind="stable")
-    lo, hi = 1, len(arr)
-    best = fmt.dumps(Splats.from_array(arr[order[:1]], splats.width, splats.height),
-                     precision=precision)
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        keep = np.sort(order[:mid])
-        data = fmt.dumps(Splats.from_array(arr[keep], splats.width, splats.height),
-                         precision=precision)
-        if len(data) * 8 <= max_bits:
-            best, lo = data, mid + 1
-        else:
-            hi = mid - 1
-    return best
-
-
-def _encode_to_rate(pixels: np.ndarray, bpp: float, precision: str | None, iterations: int,
-                    device: str) -> bytes:
-    if isinstance(bpp, bool) or not isinstance(bpp, (int, float)) or not bpp > 0 \
-            or not math.isfinite(bpp):
-        raise ValueError(f"bpp must be a positive number, got {bpp!r}")
-    height, width = pixels.shape[:2]
-    target = bpp * width * height
-    max_n = min(width * height, engine.MAX_SPLATS)
-    if precision is None:
-        # More splats than pixels cannot be fitted: spend bits on precision.
-        precision = next((p for p in _FINER if _splats_for(target, p, width, height) <= max_n),
-                         _FINER[-1])
-    fixed = _container_bits(precision)
-    one = Splats.from_array(np.array([[0.5, 0.5, 0.1, 0.0, 0.1, 0.5, 0.5, 0.5]], np.float32),
-                            width, height)
-    min_bits = 8 * len(fmt.dumps(one, precision=precision))
-    if target < min_bits:
-        raise ValueError(f"bpp={bpp} is too low for a {width}x{height} image: one "
-                         f"{precision} splat needs about {min_bits / (width * height):.3g} bpp")
-    # Aim a little high: a file over the target can be trimmed without a refit.
-    n = min(max_n, _splats_for(target * _AIM, precision, width, height))
-    best: tuple[float, bytes, Splats] | None = None
-    for _ in range(MAX_FITS):
-        splats = engine.fit(pixels, n, iterations=iterations, device=device)
-        data = fmt.dumps(splats, precision=precision)
-        bits = len(data) * 8
-        error = bits / target - 1
-        if abs(error) <= BPP_TOLERANCE:
-            return data
-        if best is None or abs(error) < abs(best[0]):
-            best = (error, data, splats)
-        # bits per splat measured on this fit, corrected for the new count
-        per_splat = (bits - fixed) / max(len(splats), 1)
-        new_n = min(max_n, max(1, round((target * _AIM - fixed) / per_splat)))
-        if new_n == n:
-            break
-        n = new_n
-    assert best is not None
-    error, data, splats = best
-    if error > 0:
-        return _trim(splats, precision, target)
-    return data

@@ -13,7 +13,6 @@ from typing import IO
 
 from PIL import Image, ImageFile
 
-from . import engine
 from . import format as fmt
 from . import image
 
@@ -59,7 +58,7 @@ class GSIDecoder(ImageFile.PyDecoder):
         header = fmt.read_header(self.fd, name)
         payload, _ = fmt.read_payload(self.fd, header, name)
         splats = fmt.decode_payload(header, payload, name)
-        pixels = engine.render(splats, self.state.xsize, self.state.ysize)
+        pixels = image.render_file(splats, self.state.xsize, self.state.ysize, name)
         self.set_as_raw(pixels.tobytes(), "RGB")
         return -1, 0
 

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .engine import render
 from .splats import FIELDS, Splats
 
 __all__ = [
@@ -62,6 +61,9 @@ MODE_NAMES = {MODE_FP32: "fp32", MODE_FP16: "fp16", MODE_QUANT: "quantized"}
 #: Transforms a quantized field may use (the HEAD chunk's transform byte).
 LINEAR, LOG = 0, 1
 TRANSFORM_NAMES = {LINEAR: "linear", LOG: "log"}
+#: Largest end of a LOG range whose exp is finite in float32, ln(FLT_MAX) in
+#: float64 (rounded to float32 it rounds up, past the largest finite exp).
+LOG_FLOAT32_MAX = float(np.log(np.float64(np.finfo(np.float32).max)))
 #: Largest bit width of one quantized field (positions too: a Morton code of
 #: two positions then fits in 32 bits).
 MAX_BITS = 16
@@ -125,7 +127,11 @@ class FieldCoding:
         t = _forward(np.asarray(values, dtype=np.float64), transform)
         if t.size == 0:
             return cls(bits, transform, 0.0, 0.0)
-        return cls(bits, transform, float(np.float32(t.min())), float(np.float32(t.max())))
+        lo, hi = np.float32(t.min()), np.float32(t.max())
+        if transform == LOG and float(hi) > LOG_FLOAT32_MAX:  # float32 rounding went past it
+            hi = np.nextafter(hi, np.float32(0))
+            lo = min(lo, hi)
+        return cls(bits, transform, float(lo), float(hi))
 
     def encode(self, values: np.ndarray) -> np.ndarray:
         """Nearest codes (uint32) of ``values`` (untransformed), clipped to the grid."""
@@ -539,8 +545,9 @@ def quantize(splats: Splats, precision: str | Precision) -> GridColumns:
         index.update(zip(group, v))
     predictors = 0
     for f, sources in _PREDICTOR_CHOICES.items():
-        costs = [_order0_bits(index[f] - (index[src] if src is not None else 0)) if n else 0.0
-                 for src in sources]
+        # A prediction whose differences would span more than 15 bits is out.
+        residuals = [index[f] - (index[src] if src is not None else 0) for src in sources]
+        costs = [_order0_bits(r) if _fits(r) else math.inf for r in residuals] if n else [0.0]
         predictors |= int(np.argmin(costs)) << (0 if f == 6 else 1)
     chosen = predictor_sources(predictors)
     stored = [index[i] - (index[chosen[i]] if i in chosen else 0) for i in range(8)]
@@ -634,6 +641,8 @@ def allocate(splats: Splats, psnr: float) -> str:
     the target. Returns an explicit ``q:`` spec (fractional bits: version-2
     files only).
     """
+    from .engine import render  # the container (format.py) must not load compiled code
+
     if not isinstance(splats, Splats):
         raise TypeError(f"splats must be gscodec.Splats, got {type(splats).__name__}")
     if not psnr > 0:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .limits import MAX_SIDE
+
 __all__ = ["Splats", "FIELDS"]
 
 #: Column names of the (N, 8) array form, in order.
@@ -59,8 +61,8 @@ class Splats:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise TypeError(f"Splats.{name} must be an int, got {type(value).__name__}")
-            if not 1 <= value <= 65535:
-                raise ValueError(f"Splats.{name} must be in 1..65535, got {value}")
+            if not 1 <= value <= MAX_SIDE:
+                raise ValueError(f"Splats.{name} must be in 1..{MAX_SIDE}, got {value}")
             object.__setattr__(self, name, int(value))
 
     def __len__(self) -> int:

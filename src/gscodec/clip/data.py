@@ -10,6 +10,7 @@ for class-labelled data, from ``.cls`` + class names + prompt templates.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import random
 import tarfile
@@ -21,8 +22,11 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from gscodec import Splats
-from gscodec.datasets import expand_paths, expand_shards, iter_samples, plan_shards
-from gscodec.datasets.sources import IMAGE_EXTENSIONS, split_key
+from gscodec._io import read_class_names
+from gscodec.datasets import expand_paths, expand_shards, iter_samples, plan_shards, stream_seed
+from gscodec.datasets.shards import read_sizes
+from gscodec.datasets.sources import CLASSES_FILE, IMAGE_EXTENSIONS
+from gscodec.datasets.tario import count_tar_samples, member_key
 
 __all__ = [
     "collate_splats",
@@ -38,6 +42,7 @@ __all__ = [
 ]
 
 Sample = dict[str, Any]
+logger = logging.getLogger("gscodec.clip")
 
 
 def dist_info() -> tuple[int, int]:
@@ -86,12 +91,6 @@ def decode_image(sample: Sample) -> Image.Image:
     if ext is None:
         raise KeyError(f"sample {sample.get('__key__')!r} has no image (members: {sorted(sample)})")
     return Image.open(io.BytesIO(sample[ext])).convert("RGB")
-
-
-def read_class_names(path: str | os.PathLike) -> list[str]:
-    """Class names, one per line (``classes.txt``; line i names label i)."""
-    with open(path, encoding="utf-8") as handle:
-        return [line.strip() for line in handle if line.strip()]
 
 
 class Captioner:
@@ -172,7 +171,7 @@ class ShardStream(IterableDataset):
             )
         # Distinct, reproducible streams per (epoch, reader): 1000 passes per epoch is plenty.
         for pass_index in range(1000 if self.repeat else 1):
-            seed = (self.seed + self.epoch * 1000 + pass_index) * parts + part
+            seed = stream_seed(self.seed, self.epoch * 1000 + pass_index, part, parts)
             rng = random.Random(seed)
             for sample in iter_samples(
                 self.shards,
@@ -200,7 +199,7 @@ class TarIndex:
         for shard_id, shard in enumerate(self.shards):
             with tarfile.open(shard, "r:") as tar:
                 for member in tar:
-                    parts = split_key(member.name) if member.isfile() else None
+                    parts = member_key(member.name) if member.isreg() else None
                     if parts and parts[1] in extensions and parts[0] not in self.entries:
                         self.entries[parts[0]] = (
                             shard_id,
@@ -232,12 +231,18 @@ class TarIndex:
 
 
 def count_samples(paths: Any) -> int:
-    """Number of distinct sample keys in tar shards (reads headers only)."""
-    total = 0
-    for shard in expand_shards(paths):
-        with tarfile.open(shard, "r:*") as tar:
-            total += len({parts[0] for m in tar if m.isfile() and (parts := split_key(m.name))})
-    return total
+    """Number of samples in tar shards, from the ``sizes.json`` next to them.
+
+    ``gscodec encode-dataset`` writes ``sizes.json`` (as open_clip reads it);
+    for shards made elsewhere without one, the tar headers are read instead.
+    """
+    shards = expand_shards(paths)
+    sizes = read_sizes(shards)
+    if sizes is not None:
+        return sum(sizes.values())
+    logger.warning("no sizes.json for all of %d shard(s): counting samples from tar headers "
+                   "(pass --train-num-samples to skip this)", len(shards))
+    return sum(count_tar_samples(shard) for shard in shards)
 
 
 def _is_shard_input(path: str) -> bool:
@@ -259,14 +264,12 @@ def iter_eval_samples(
     inputs = expand_paths(paths)
     if all(_is_shard_input(p) for p in inputs):
         shards = expand_shards(inputs)
-        names_file = os.path.join(os.path.dirname(shards[0]), "classes.txt")
+        names_file = os.path.join(os.path.dirname(shards[0]), CLASSES_FILE)
         names = read_class_names(names_file) if os.path.isfile(names_file) else None
         return iter_samples(shards, decode_gsi=decode_gsi), names
     plan = plan_shards(inputs, shard_size=1 << 30)
-    names_bytes = plan.extra_files.get("classes.txt")
-    names = (
-        [n.strip() for n in names_bytes.decode().splitlines() if n.strip()] if names_bytes else None
-    )
+    names_bytes = plan.extra_files.get(CLASSES_FILE)
+    names = read_class_names(names_bytes) if names_bytes else None
 
     def from_plan() -> Iterator[Sample]:
         for task in plan.tasks:

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from ..argtypes import non_negative_int, positive_int
-from .pipeline import DEFAULT_ITERATIONS, SUMMARY_FILE, encode_dataset
+from .pipeline import DEFAULT_ITERATIONS, DEFAULT_MAX_PIXELS, SUMMARY_FILE, encode_dataset
 
 __all__ = ["register", "run"]
 
@@ -23,7 +23,8 @@ INPUT is a webdataset tar shard (path, glob, or brace range such as
 'data/shard-{00000..00009}.tar'), an image folder (class/xxx.jpg -> key.cls
 labels + classes.txt) or a CSV with an 'image,caption' header. Output: one tar
 per input shard (or per --shard-size images of a folder/CSV) holding key.gsi
-plus the input's .cls/.txt/.json, NAME.manifest.json per shard, summary.json.
+plus the input's .cls/.txt/.json, NAME.manifest.json per shard, summary.json
+and sizes.json (shard -> sample count, as open_clip reads it).
 Rerunning skips finished shards. Under torchrun or SLURM each rank encodes its
 own share of the shards (RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS).
 Exit status: 0 done, 1 an error or some shards not encoded, 2 bad usage.
@@ -50,6 +51,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                       help="resize the short side and centre-crop to SIZE x SIZE, like CLIP "
                            "preprocessing (default %(default)s)")
     size.add_argument("--native", action="store_true", help="keep each image's own size")
+    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+                        help="with --native, refuse images of more pixels, before decoding "
+                             "them (default %(default)s)")
     parser.add_argument("--precision", default="fp16", help=".gsi precision (default %(default)s)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="fitting device (default %(default)s)")
@@ -90,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         rank=args.rank,
         world_size=args.world_size,
         threads=args.threads,
+        max_pixels=args.max_pixels,
         dry_run=args.dry_run,
         progress=not args.quiet,
     )

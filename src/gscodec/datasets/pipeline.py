@@ -22,12 +22,12 @@ skipped.
 from __future__ import annotations
 
 import inspect
-import io
 import logging
-import math
 import os
 import queue as queue_module
+import sys
 import tarfile
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -37,24 +37,31 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 import gscodec
 from gscodec import format as gsi_format
-from gscodec.engine import MAX_ITERATIONS, MAX_PIXELS, MAX_SPLATS
+from gscodec._io import atomic_write, open_image, write_json_atomic
+from gscodec.limits import MAX_ITERATIONS, MAX_PIXELS, MAX_SIDE, MAX_SPLATS
+from gscodec.metrics import psnr
 
-from .progress import Progress
-from .shards import ShardWriter, manifest_path, read_manifest, write_bytes_atomic, write_json_atomic
-from .sources import ShardTask, TarShardTask, count_tar_samples, plan_shards
+from .shards import SIZES_FILE, manifest_path, read_manifest
+from .sources import ShardTask, TarShardTask, plan_shards
+from .split import rank_from_env, split_shards
+from .tario import ShardWriter, count_tar_samples, remove_stale_partials
 
-__all__ = ["encode_dataset", "EncodeSettings", "rank_from_env", "DEFAULT_ITERATIONS"]
+__all__ = ["encode_dataset", "EncodeSettings", "DEFAULT_ITERATIONS", "DEFAULT_MAX_PIXELS"]
 
 logger = logging.getLogger("gscodec.datasets")
 
 #: `gscodec.fit`'s own default, so that the two never disagree.
 DEFAULT_ITERATIONS: int = inspect.signature(gscodec.fit).parameters["iterations"].default
 SUMMARY_FILE = "summary.json"
-#: PSNR of a lossless reconstruction, reported instead of infinity (JSON has none).
-PSNR_CAP = 100.0
+#: Largest image fitted at its native size (``--native``); larger ones are
+#: refused from their header, before decoding: one huge image must not take
+#: minutes and gigabytes (same order as Pillow's ``MAX_IMAGE_PIXELS``).
+DEFAULT_MAX_PIXELS = 1 << 24
 #: Errors that fail a whole shard (it is not published; a rerun retries it):
 #: unreadable or truncated input, or a fit that fails for every image (device).
 SHARD_ERRORS = (OSError, EOFError, tarfile.TarError, RuntimeError)
@@ -70,6 +77,9 @@ class EncodeSettings:
     iterations: int
     size: int | None  # None: native size
     precision: str
+    # A safety limit like the decoder's (images over it are failures, listed
+    # in the manifest), not a content setting: not recorded, not checked on resume.
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form: ``size`` is ``"native"`` when the input size is kept."""
@@ -82,28 +92,6 @@ class EncodeSettings:
 
 
 # --------------------------------------------------------------------------- environment
-
-
-def rank_from_env(environ: dict[str, str] | None = None) -> tuple[int, int, int | None]:
-    """``(rank, world_size, local_rank)`` from torchrun or SLURM variables.
-
-    torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` win over SLURM's
-    ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``; without either the
-    answer is ``(0, 1, None)``.
-    """
-    env = os.environ if environ is None else environ
-    for rank_var, world_var, local_var in (
-        ("RANK", "WORLD_SIZE", "LOCAL_RANK"),
-        ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
-    ):
-        if rank_var in env and world_var in env:
-            try:
-                rank, world = int(env[rank_var]), int(env[world_var])
-                local = int(env[local_var]) if local_var in env else None
-            except ValueError as exc:
-                raise ValueError(f"environment {rank_var}/{world_var}/{local_var}: {exc}") from None
-            return rank, world, local
-    return 0, 1, None
 
 
 def _pin_gpu(local_rank: int) -> None:
@@ -150,33 +138,22 @@ def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def load_image(data: bytes, settings: EncodeSettings) -> np.ndarray:
+def prepare_image(data: bytes, settings: EncodeSettings) -> np.ndarray:
     """Decode image bytes to H x W x 3 uint8 ready for fitting.
 
     Raises `ValueError` with a short reason when the image is empty,
     undecodable or unusable with these settings.
     """
-    if not data:
-        raise ValueError("empty image file")
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            image = opened.convert("RGB")  # convert() forces the full decode
-    except Exception as exc:  # Pillow raises many types for bad data
-        raise ValueError(f"cannot decode image: {type(exc).__name__}: {exc}") from None
+    native_cap = settings.max_pixels if settings.size is None else None
+    image = open_image(data, max_pixels=native_cap)
     if settings.size is not None:
         image = resize_center_crop(image, settings.size)
     width, height = image.size
     if width * height < settings.splats:
         raise ValueError(f"image is {width}x{height}, fewer pixels than {settings.splats} splats")
-    if width * height > MAX_PIXELS or max(width, height) > 65535:
+    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
         raise ValueError(f"image is {width}x{height}, larger than gscodec.fit accepts")
     return np.asarray(image)
-
-
-def _psnr(reference: np.ndarray, decoded: np.ndarray) -> float:
-    diff = reference.astype(np.float64) - decoded.astype(np.float64)
-    mse = float(np.mean(diff * diff))
-    return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10.0 * math.log10(255.0**2 / mse))
 
 
 # --------------------------------------------------------------------------- one shard
@@ -251,7 +228,7 @@ def encode_shard(
             stored.append((key, files, image, data))
         renders = gscodec.render_batch(decoded, device=rt.device) if decoded else []
         for (key, files, image, data), render in zip(stored, renders):
-            psnrs.append(_psnr(image, render))
+            psnrs.append(psnr(image, render))
             gsi_bytes += len(data)
             writer.add(key, {"gsi": data, **{ext: files[ext] for ext in sorted(files)}})
         if report is not None:
@@ -264,6 +241,7 @@ def encode_shard(
             report(1)
 
     shard_path = output / f"{task.name}.tar"
+    remove_stale_partials(shard_path)
     seen: set[str] = set()
     with ShardWriter(shard_path) as writer:
         for sample in task.samples():
@@ -275,7 +253,7 @@ def encode_shard(
                 skip(sample.key, sample.error or "no image")
                 continue
             try:
-                image = load_image(sample.image, settings)
+                image = prepare_image(sample.image, settings)
             except ValueError as exc:
                 skip(sample.key, str(exc))
                 continue
@@ -306,14 +284,83 @@ def encode_shard(
     return manifest
 
 
+# --------------------------------------------------------------------------- progress
+
+
+class ImageBar:
+    """A tqdm bar over images whose total is estimated while tar shards are uncounted.
+
+    ``unknown_shards`` tar shards (not counted up front) are estimated at the
+    mean size of those finished so far, or at ``unknown_estimate`` before any
+    has finished. The bar shows on a terminal and stays quiet in logs
+    (tqdm's ``disable=None``); ``disable=True`` hides it.
+    """
+
+    def __init__(self, known_images: int, unknown_shards: int, total_shards: int, *,
+                 unknown_estimate: int | None = None, desc: str = "encode",
+                 disable: bool | None = None, file: Any = None) -> None:
+        self.known_images = known_images
+        self.unknown_shards = unknown_shards
+        self.total_shards = total_shards
+        self.unknown_estimate = unknown_estimate
+        self.done_shards = 0
+        self._finished_sizes: list[int] = []
+        self.bar = tqdm(total=self.total(), unit="img", desc=desc, disable=disable,
+                        file=sys.stderr if file is None else file, dynamic_ncols=True)
+        self._show_shards()
+
+    def advance(self, images: int) -> None:
+        """Count ``images`` more images encoded (or skipped as failed)."""
+        self.bar.update(images)
+
+    def shard_done(self, images: int, was_unknown: bool) -> None:
+        """Count a finished shard of ``images`` samples."""
+        self.done_shards += 1
+        if was_unknown:
+            self.unknown_shards -= 1
+            self.known_images += images
+            self._finished_sizes.append(images)
+        self.bar.total = self.total()
+        self._show_shards()
+
+    def total(self) -> int | None:
+        """Estimated total images (None while unknown shards have no estimate)."""
+        if not self.unknown_shards:
+            return self.known_images
+        if self._finished_sizes:
+            mean = sum(self._finished_sizes) / len(self._finished_sizes)
+        elif self.unknown_estimate is not None:
+            mean = self.unknown_estimate
+        else:
+            return None
+        return self.known_images + round(mean * self.unknown_shards)
+
+    def _show_shards(self) -> None:
+        self.bar.set_postfix_str(f"shards {self.done_shards}/{self.total_shards}")
+
+    def close(self) -> None:
+        """Finish the bar."""
+        self.bar.close()
+
+
 # --------------------------------------------------------------------------- worker processes
 
 _progress_queue: Any = None
 
 
-def _worker_init(progress_queue: Any) -> None:
+def _worker_init(progress_queue: Any, parent: int) -> None:
     global _progress_queue
     _progress_queue = progress_queue
+
+    def exit_when_orphaned() -> None:
+        # A SIGKILLed parent cannot stop its pool: without this the workers
+        # finish their shard and then wait forever for the next one. The
+        # parent's pid comes from the parent: it may die before this runs.
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=exit_when_orphaned, name="orphan-watch", daemon=True).start()
 
 
 def _worker_encode(task: ShardTask, output: Path, settings: EncodeSettings, rt: _Runtime) -> dict:
@@ -362,9 +409,10 @@ def _count_first(tasks: list[TarShardTask]) -> int | None:
 
 
 def _check_args(splats: Any, iterations: Any, size: Any, batch_size: Any, workers: Any,
-                precision: str, device: str) -> None:
+                precision: str, device: str, max_pixels: Any) -> None:
     for name, value, lo, hi in (
         ("splats", splats, 1, MAX_SPLATS),
+        ("max_pixels", max_pixels, 1, MAX_PIXELS),
         ("iterations", iterations, 0, MAX_ITERATIONS),
         ("batch_size", batch_size, 1, 1 << 20),
         ("workers", workers, 1, 4096),
@@ -372,8 +420,8 @@ def _check_args(splats: Any, iterations: Any, size: Any, batch_size: Any, worker
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise ValueError(f"{name} must be an int in {lo}..{hi}, got {value!r}")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int)
-                             or not 1 <= size <= 65535):
-        raise ValueError(f"size must be an int in 1..65535 or None (native), got {size!r}")
+                             or not 1 <= size <= MAX_SIDE):
+        raise ValueError(f"size must be an int in 1..{MAX_SIDE} or None (native), got {size!r}")
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
     probe = gscodec.Splats.from_array(np.array([[0.5, 0.5, 0.1, 0.0, 0.1, 0.5, 0.5, 0.5]]), 1, 1)
@@ -410,6 +458,7 @@ def _summarize(tasks: Sequence[ShardTask], output: Path, settings: EncodeSetting
         "psnr_mean": sum(p * n for p, n in weighted) / count if count else None,
         "psnr_min": min(mins) if mins else None,
         "run": run,
+        "sizes": {m["shard"]: m["count"] for m in manifests},
     }
 
 
@@ -428,6 +477,7 @@ def encode_dataset(
     rank: int | None = None,
     world_size: int | None = None,
     threads: int = 0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     dry_run: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -439,7 +489,9 @@ def encode_dataset(
     ``classes.txt`` when the input has class names, and ``summary.json``.
 
     ``size``: resize the short side and centre-crop to ``size`` x ``size``
-    (CLIP preprocessing); ``None`` keeps the native size. ``splats``,
+    (CLIP preprocessing); ``None`` keeps the native size, and then images
+    whose header declares more than ``max_pixels`` are refused (counted as
+    failures) before they are decoded. ``splats``,
     ``iterations`` go to `gscodec.fit`, ``precision`` to
     `gscodec.format.dumps`. ``device``/``threads``/``batch_size``/``workers``
     change speed, never the output. ``shard_size``: images per output shard
@@ -457,7 +509,7 @@ def encode_dataset(
     ``errors`` mapping shards that could not be encoded (unreadable input)
     to the reason; the images that failed are counted in ``failures``.
     """
-    _check_args(splats, iterations, size, batch_size, workers, precision, device)
+    _check_args(splats, iterations, size, batch_size, workers, precision, device, max_pixels)
     env_rank, env_world, local_rank = rank_from_env()
     rank = env_rank if rank is None else rank
     world_size = env_world if world_size is None else world_size
@@ -467,10 +519,10 @@ def encode_dataset(
     if local_rank is not None and world_size > 1 and device != "cpu":
         _pin_gpu(local_rank)
 
-    settings = EncodeSettings(splats, iterations, size, precision)
+    settings = EncodeSettings(splats, iterations, size, precision, max_pixels)
     output = Path(output)
     plan = plan_shards(inputs, shard_size)
-    mine = plan.tasks[rank::world_size]
+    mine = split_shards(plan.tasks, rank, world_size)
     if output.exists() and not output.is_dir():
         raise NotADirectoryError(f"output {str(output)!r} exists and is not a directory")
     states = {t.name: (shard_state(t, output, settings) if output.is_dir() else "todo")
@@ -485,19 +537,19 @@ def encode_dataset(
     for name, data in plan.extra_files.items():
         target = output / name
         if not target.is_file() or target.read_bytes() != data:
-            write_bytes_atomic(target, data)
+            atomic_write(target, data)
 
     workers = min(workers, max(1, len(todo)))
     rt = _Runtime(device, threads or max(1, _cpu_count() // workers), batch_size)
     uncounted = [t for t in todo if isinstance(t, TarShardTask)]
-    bar = Progress(
+    bar = ImageBar(
         sum(t.expected or 0 for t in todo),
         len(uncounted),
         len(todo),
         # Tar shards are not counted up front; one gives the ETA a first estimate.
         unknown_estimate=_count_first(uncounted) if progress else None,
-        prefix=f"encode rank {rank}/{world_size}" if world_size > 1 else "encode",
-        enabled=progress,
+        desc=f"encode rank {rank}/{world_size}" if world_size > 1 else "encode",
+        disable=None if progress else True,
     )
     errors: dict[str, str] = {}
     encoded = failures = 0
@@ -505,7 +557,6 @@ def encode_dataset(
 
     def finished(task: ShardTask, manifest: dict[str, Any] | None, error: str | None) -> None:
         nonlocal encoded, failures
-        bar.clear()
         if error is not None:
             errors[task.name] = error
             logger.error("%s: not encoded: %s", task.name, error)
@@ -520,19 +571,20 @@ def encode_dataset(
                            manifest["failures"] - _MAX_LOGGED_FAILURES,
                            manifest_path(output / manifest["shard"]).name)
 
-    try:
-        if workers == 1:
-            for task in todo:
-                try:
-                    manifest = encode_shard(task, output, settings, rt, report=bar.advance)
-                except SHARD_ERRORS as exc:
-                    finished(task, None, f"{type(exc).__name__}: {exc}")
-                else:
-                    finished(task, manifest, None)
-        else:
-            _run_pool(todo, output, settings, rt, workers, bar, finished)
-    finally:
-        bar.close()
+    with logging_redirect_tqdm():
+        try:
+            if workers == 1:
+                for task in todo:
+                    try:
+                        manifest = encode_shard(task, output, settings, rt, report=bar.advance)
+                    except SHARD_ERRORS as exc:
+                        finished(task, None, f"{type(exc).__name__}: {exc}")
+                    else:
+                        finished(task, manifest, None)
+            else:
+                _run_pool(todo, output, settings, rt, workers, bar, finished)
+        finally:
+            bar.close()
 
     seconds = time.monotonic() - start
     run = {
@@ -549,12 +601,13 @@ def encode_dataset(
     }
     summary = _summarize(plan.tasks, output, settings, run)
     write_json_atomic(output / SUMMARY_FILE, summary)
+    write_json_atomic(output / SIZES_FILE, summary.pop("sizes"))
     summary["errors"] = errors
     return summary
 
 
 def _run_pool(todo: list[ShardTask], output: Path, settings: EncodeSettings, rt: _Runtime,
-              workers: int, bar: Progress,
+              workers: int, bar: ImageBar,
               finished: Callable[[ShardTask, dict | None, str | None], None]) -> None:
     """Encode ``todo`` on ``workers`` processes, one whole shard per process at a time."""
     # spawn, not fork: the parent may already run OpenMP threads, which fork breaks.
@@ -569,7 +622,7 @@ def _run_pool(todo: list[ShardTask], output: Path, settings: EncodeSettings, rt:
                 return
 
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                             initargs=(progress_queue,)) as pool:
+                             initargs=(progress_queue, os.getpid())) as pool:
         futures = {pool.submit(_worker_encode, t, output, settings, rt): t for t in todo}
         pending = set(futures)
         try:

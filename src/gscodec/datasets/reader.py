@@ -1,8 +1,10 @@
 """Reading shards back: webdataset-style samples, with ``.gsi`` decoded to `Splats`.
 
 Works on any webdataset tar (the ``.gsi`` shards written by `encode_dataset`
-and plain image shards alike) and needs no torch; ``gscodec.clip`` wraps
-`GSIShardDataset` in a torch ``IterableDataset``.
+and plain image shards alike; samples are grouped by webdataset, see
+`gscodec.datasets.tario`) and needs no torch; ``gscodec.clip.ShardStream``
+builds its torch ``IterableDataset`` on `iter_samples`. Members that are not
+sample data (links, unsafe names) are logged and skipped.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Any, Iterator, Sequence
 from gscodec import format as gsi_format
 from gscodec.errors import GSIError
 
-from .sources import expand_paths, iter_tar_groups
+from .sources import expand_paths
+from .split import split_shards, stream_seed
+from .tario import iter_tar_samples
 
 __all__ = ["iter_samples", "GSIShardDataset", "expand_shards"]
 
@@ -44,25 +48,32 @@ def _split(shards: list[str], rank: int | None, world_size: int | None) -> list[
         return shards
     if rank is None or world_size is None:
         raise ValueError("give both rank and world_size, or neither")
-    if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int)
-            and 0 <= rank < world_size):
-        raise ValueError(f"need 0 <= rank < world_size, got rank={rank} world_size={world_size}")
-    return shards[rank::world_size]
+    return split_shards(shards, rank, world_size)
 
 
 def _samples(shards: list[str], decode_gsi: bool, on_error: str) -> Iterator[dict[str, Any]]:
     for shard in shards:
-        for key, files in iter_tar_groups(shard):
-            sample: dict[str, Any] = {"__key__": key, "__shard__": shard, **files}
-            if decode_gsi and "gsi" in files:
+        problems: list[tuple[str, str]] = []
+        for sample in iter_tar_samples(shard, problems):
+            if problems:
+                _log_problems(shard, problems)
+            key = sample["__key__"]
+            if decode_gsi and "gsi" in sample:
                 try:
-                    sample["gsi"] = gsi_format.loads(files["gsi"])
+                    sample["gsi"] = gsi_format.loads(sample["gsi"])
                 except GSIError as exc:
                     if on_error == "raise":
                         raise GSIError(f"{shard}: sample {key!r}: {exc}") from exc
                     logger.warning("%s: skipped sample %r: %s", shard, key, exc)
                     continue
             yield sample
+        _log_problems(shard, problems)
+
+
+def _log_problems(shard: str, problems: list[tuple[str, str]]) -> None:
+    for name, reason in problems:
+        logger.warning("%s: skipped member %r: %s", shard, name, reason)
+    problems.clear()
 
 
 def iter_samples(
@@ -124,7 +135,8 @@ class GSIShardDataset:
 
     ``GSIShardDataset(paths, **options)`` takes the options of `iter_samples`.
     With ``shuffle=True`` each epoch reshuffles when `set_epoch` is called
-    (the seed used is ``seed + epoch``), as with a DistributedSampler.
+    (the seed follows `gscodec.datasets.split.stream_seed`), as with a
+    DistributedSampler.
     """
 
     def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], **options: Any):
@@ -139,7 +151,7 @@ class GSIShardDataset:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         options = dict(self.options)
-        options["seed"] = options.get("seed", 0) + self.epoch
+        options["seed"] = stream_seed(options.get("seed", 0), self.epoch)
         return iter_samples(self.shards, **options)
 
     def __repr__(self) -> str:

@@ -20,10 +20,15 @@ import csv
 import glob
 import os
 import re
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
+
+from braceexpand import braceexpand
+
+from .._io import read_class_names
+from .shards import read_sizes
+from .tario import iter_tar_samples
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -33,8 +38,6 @@ __all__ = [
     "TarShardTask",
     "FileShardTask",
     "expand_paths",
-    "count_tar_samples",
-    "iter_tar_groups",
     "plan_shards",
 ]
 
@@ -46,50 +49,27 @@ FOLDER_SIDE_EXTENSIONS = ("txt", "json", "cls")
 CLASSES_FILE = "classes.txt"
 
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz
-_BRACE_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
-_KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 
 
 # --------------------------------------------------------------------------- paths
 
 
-def _expand_braces(pattern: str) -> list[str]:
-    """Expand ``{00000..00009}`` ranges and ``{a,b}`` lists, leftmost first."""
-    start = pattern.find("{")
-    if start < 0:
-        return [pattern]
-    end = pattern.find("}", start)
-    if end < 0:
-        raise ValueError(f"input {pattern!r}: unbalanced '{{'")
-    body, head, tail = pattern[start + 1 : end], pattern[:start], pattern[end + 1 :]
-    match = _BRACE_RANGE.match(body)
-    if match:
-        lo, hi = int(match.group(1)), int(match.group(2))
-        # Zero padding follows the bounds as written, as webdataset/braceexpand do.
-        width = max(len(match.group(1)), len(match.group(2)))
-        step = 1 if hi >= lo else -1
-        items = [str(i).zfill(width) for i in range(lo, hi + step, step)]
-    elif "," in body:
-        items = body.split(",")
-    else:
-        raise ValueError(f"input {pattern!r}: '{{{body}}}' is neither a range a..b nor a list a,b")
-    return [p for item in items for p in _expand_braces(head + item + tail)]
-
-
 def expand_paths(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
     """Expand paths, ``*`` globs and ``{00000..00009}`` / ``{a,b}`` braces.
 
-    Order is kept (each glob's matches sorted) and repeats are dropped.
-    Raises `FileNotFoundError` naming the input when a path does not exist or
-    a glob matches nothing.
+    Braces expand as webdataset's do (the ``braceexpand`` package). Order is
+    kept (each glob's matches sorted) and repeats are dropped. Raises
+    `FileNotFoundError` naming the input when a path does not exist or a glob
+    matches nothing, `ValueError` for unbalanced braces.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     out: list[str] = []
     seen: set[str] = set()
     for raw in inputs:
-        for pattern in _expand_braces(os.fspath(raw)):
+        if os.fspath(raw).count("{") != os.fspath(raw).count("}"):
+            raise ValueError(f"input {os.fspath(raw)!r}: unbalanced braces")
+        for pattern in braceexpand(os.fspath(raw)):
             if glob.has_magic(pattern):
                 matches = sorted(glob.glob(pattern))
                 if not matches:
@@ -104,78 +84,6 @@ def expand_paths(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> lis
                     seen.add(real)
                     out.append(path)
     return out
-
-
-def split_key(name: str) -> tuple[str, str] | None:
-    """Split a tar member name into (key, extension) the webdataset way.
-
-    The key is the path up to the first dot of the file name; the extension
-    (lower-cased) is the rest: ``a/b.seg.png`` -> ``("a/b", "seg.png")``.
-    Returns None for names without an extension.
-    """
-    if name.startswith("./"):
-        name = name[2:]
-    match = _KEY_EXT.match(name)
-    if not match:
-        return None
-    return match.group(1), match.group(2).lower()
-
-
-def iter_tar_groups(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yield ``(key, {extension: bytes})`` for consecutive members sharing a key.
-
-    Reads the tar as a stream (works for plain and gzip'd tars). Members
-    without an extension and non-files are skipped. Raises `tarfile.TarError`
-    (or `OSError`) if the file is not a tar or is truncated.
-    """
-    key: str | None = None
-    files: dict[str, bytes] = {}
-    with tarfile.open(path, "r|*") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            parts = split_key(member.name)
-            if parts is None:
-                continue
-            handle = tar.extractfile(member)
-            data = handle.read() if handle is not None else b""
-            if parts[0] != key or parts[1] in files:
-                if key is not None:
-                    yield key, files
-                key, files = parts[0], {}
-            files[parts[1]] = data
-        end = tar.offset
-    _check_tar_end(path, end)
-    if key is not None:
-        yield key, files
-
-
-def count_tar_samples(path: str | os.PathLike) -> int:
-    """Count the samples (distinct consecutive keys) of a tar from its headers only."""
-    count, last = 0, None
-    with tarfile.open(path, "r:*") as tar:
-        for member in tar:
-            parts = split_key(member.name) if member.isfile() else None
-            if parts is not None and parts[0] != last:
-                count, last = count + 1, parts[0]
-    return count
-
-
-def _check_tar_end(path: str | os.PathLike, end: int) -> None:
-    """Raise if an uncompressed tar stops inside a header.
-
-    tarfile ends iteration quietly at a partial or garbled header after the
-    first member; a complete archive has zero blocks (or nothing) there.
-    Compressed tars need no check: the decompressor detects truncation.
-    """
-    with open(path, "rb") as handle:
-        if handle.read(6).startswith(_COMPRESSED_MAGIC):
-            return
-        handle.seek(end)
-        tail = handle.read(tarfile.BLOCKSIZE)
-    if tail.strip(b"\0"):
-        raise tarfile.ReadError(f"{os.fspath(path)}: truncated or corrupt tar header "
-                                f"at byte {end}")
 
 
 def _safe_key(relative: str) -> str:
@@ -225,7 +133,11 @@ class TarShardTask(ShardTask):
     path: str = ""
 
     def samples(self) -> Iterator[Sample]:
-        for key, files in iter_tar_groups(self.path):
+        problems: list[tuple[str, str]] = []
+        for files in iter_tar_samples(self.path, problems):
+            yield from _problem_samples(problems)
+            key = files.pop("__key__")
+            del files["__shard__"]
             image_ext = next((e for e in IMAGE_EXTENSIONS if e in files), None)
             side = {
                 ext: data
@@ -236,6 +148,14 @@ class TarShardTask(ShardTask):
                 yield Sample(key, None, side, error=f"no image member (has {sorted(files)})")
             else:
                 yield Sample(key, files[image_ext], side)
+        yield from _problem_samples(problems)
+
+
+def _problem_samples(problems: list[tuple[str, str]]) -> Iterator[Sample]:
+    """Members that are no sample data, as failed samples named after the member."""
+    while problems:
+        name, reason = problems.pop(0)
+        yield Sample(name, None, error=reason)
 
 
 @dataclass(frozen=True)
@@ -331,7 +251,7 @@ def _plan_folder(root: str, shard_size: int) -> tuple[list[ShardTask], bytes | N
         names_file = base / CLASSES_FILE
         if names_file.is_file():
             # A classes.txt shipped with the data fixes the label order.
-            names = [n.strip() for n in names_file.read_text().splitlines() if n.strip()]
+            names = read_class_names(names_file)
             missing = [f for f in folders if f not in names]
             if missing:
                 raise ValueError(f"{names_file}: does not list class folder(s) {missing}")
@@ -415,7 +335,9 @@ def plan_shards(inputs: str | os.PathLike | Sequence[str | os.PathLike], shard_s
                 add_extra(CLASSES_FILE, classes, path)
         elif _is_tar(path):
             source = {"kind": "tar", "path": os.path.abspath(path)}
-            tasks.append(TarShardTask(_tar_stem(path), source, None, path=path))
+            # Counted up front only when a sizes.json says so (reading tars to count is slow).
+            expected = (read_sizes([path]) or {}).get(path)
+            tasks.append(TarShardTask(_tar_stem(path), source, expected, path=path))
             names_file = Path(path).parent / CLASSES_FILE
             if names_file.is_file():
                 add_extra(CLASSES_FILE, names_file.read_bytes(), str(names_file))
