@@ -674,7 +674,7 @@ def allocate(splats: Splats, psnr: float) -> str:
     # keep the cheapest choice whose real 8-bit render meets it.
     target = ref.size * 255.0 ** 2 / 10 ** (psnr / 10)
     ref8 = render(splats).astype(np.float64)
-    best = None
+
     def passes(choice: list[float]) -> bool:
         out = render(roundtrip(splats, _spec(*choice))).astype(np.float64)
         return float(((out - ref8) ** 2).sum()) <= target
@@ -692,9 +692,9 @@ def allocate(splats: Splats, psnr: float) -> str:
     improved = True
     while improved:
         improved = False
-        for group, notch in ((3, 0.25), (1, 0.25), (2, 0.25), (0, 0.25)):
+        for group in (3, 1, 2, 0):  # colour first: its errors hide best
             trial = choice.copy()
-            trial[group] -= notch
+            trial[group] -= 0.25
             if trial[group] >= (0 if group == 0 else 1) and passes(trial):
                 choice, improved = trial, True
     return _spec(*choice)
