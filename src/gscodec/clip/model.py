@@ -12,8 +12,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import open_clip
 import torch
@@ -263,6 +264,18 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return checkpoint
 
 
+@contextmanager
+def _mismatch_as_value_error(path: str | os.PathLike | None) -> Iterator[None]:
+    """torch's ``load_state_dict`` mismatch (a RuntimeError) as a ValueError naming the file."""
+    try:
+        yield
+    except RuntimeError as exc:
+        details = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        raise ValueError(
+            f"{path}: checkpoint does not match the model config ({'; '.join(details[:2])})"
+        ) from exc
+
+
 def create_rgb_model(
     model: str | os.PathLike | Mapping[str, Any],
     pretrained: str | os.PathLike | None = None,
@@ -273,7 +286,8 @@ def create_rgb_model(
     model_obj = open_clip.CLIP(**resolve_model_cfg(model))
     if pretrained is not None:
         read_checkpoint(pretrained)  # checks the path before open_clip sees it
-        open_clip.load_checkpoint(model_obj, str(pretrained))
+        with _mismatch_as_value_error(pretrained):
+            open_clip.load_checkpoint(model_obj, str(pretrained))
     return model_obj if device is None else model_obj.to(device)
 
 
@@ -308,7 +322,8 @@ def create_gs_model(
         stem["n_tokens"] = n_tokens
     gs_model = GSCLIP(**cfg, gs_cfg=stem)
     if is_gs:
-        gs_model.load_state_dict(state_dict)
+        with _mismatch_as_value_error(pretrained):
+            gs_model.load_state_dict(state_dict)
     elif state_dict:
         gs_model.load_rgb_state_dict(state_dict)
     if unlocked_blocks is not None:
