@@ -190,6 +190,7 @@ def _stem_cfg(args: argparse.Namespace) -> dict[str, Any]:
         "depth": args.stem_depth,
         "heads": args.stem_heads,
         "n_freqs": args.n_freqs,
+        "query_grid": args.query_grid,
     }
     return {k: v for k, v in cfg.items() if v is not None}
 
@@ -941,6 +942,12 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--stem-depth", type=int, help="resampler layers (default 2)")
         g.add_argument("--stem-heads", type=int, help="resampler heads (default 8)")
         g.add_argument("--n-freqs", type=int, help="Fourier octaves of the position (default 8)")
+        g.add_argument(
+            "--query-grid",
+            action="store_true",
+            default=None,
+            help="resampler queries with positions: a grid, a distance bias, patch positions",
+        )
         g.add_argument(
             "--unlocked-blocks", type=int, default=2, help="leading ViT blocks left trainable"
         )
