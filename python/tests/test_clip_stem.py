@@ -113,7 +113,7 @@ def test_import_gscodec_does_not_import_torch():
 
 
 def test_query_grid_keeps_the_set_invariances():
-    """Queries with positions: still invariant to splat order and padding, still finite when empty."""
+    """Queries with positions: invariant to splat order and padding, finite when empty."""
     torch.manual_seed(0)
     stem = GSStem(32, **dict(TINY, n_tokens=4), query_grid=True).eval()
     rows = random_splats(6, 2)
@@ -129,7 +129,8 @@ def test_query_grid_keeps_the_set_invariances():
 
 
 def test_query_grid_attends_nearby_splats_first():
-    """At initialization the distance bias makes the query of cell 0 (top left) favour a splat there."""
+    """At initialization the distance bias makes the query of cell 0 (top left) favour a
+    splat there."""
     from gscodec.clip.stem import grid_centres
 
     torch.testing.assert_close(

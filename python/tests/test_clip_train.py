@@ -219,7 +219,7 @@ def test_gradient_accumulation_matches_a_big_batch(data, tmp_path):
 
 
 def test_contrastive_accumulation_is_one_big_batch(data, tmp_path):
-    """--accum-freq 2 x 4 gives the loss and gradients of a batch of 8 (open_clip's feature cache)."""
+    """--accum-freq 2 x 4: the loss and gradients of a batch of 8 (open_clip's feature cache)."""
     args = build_parser().parse_args(stage_argv("align", data, tmp_path))
     stage = build_stage(args)
     batch = next(
@@ -312,16 +312,16 @@ def test_distill_then_eval_from_the_cli(data, tmp_path, capsys):
     assert json.loads(result_file.read_text()) == result
     assert result["dataset"] == "colours" and result["task"] == "zeroshot_classification"
     assert result["pretrained"] == str(tmp_path / "checkpoints" / "epoch_1.pt")
-    assert result["model"] == str(data / "model.json") or result["model"] == "custom"
+    assert result["model"] == "custom"  # distilled from the teacher's config, no --model given
     assert result["kind"] == "gs" and result["n_images"] == 24 and result["n_tokens"] == 4
     metrics = result["metrics"]
     assert set(metrics) == {"acc1", "acc5", "mean_per_class_recall"}
     assert 0 <= metrics["acc1"] <= metrics["acc5"] == 1.0  # 3 classes: top-5 always hits
-    assert main(["eval", "--checkpoint", str(data / "teacher.pt"), "--zeroshot-data", str(data / "rgb")]) == 0
+    argv = ["eval", "--checkpoint", str(data / "teacher.pt"), "--zeroshot-data", str(data / "rgb")]
+    assert main(argv) == 0
     teacher = json.loads(capsys.readouterr().out)
     assert teacher["kind"] == "rgb" and teacher["n_images"] == 24
     # no captions: retrieval cannot be evaluated
-    argv = ["eval", "--checkpoint", str(data / "teacher.pt"), "--zeroshot-data", str(data / "rgb")]
     assert main([*argv, "--task", "zeroshot_retrieval"]) == 1
     assert "no .txt captions" in capsys.readouterr().err
 

@@ -618,7 +618,8 @@ def _train(
     optimizer = torch.optim.AdamW(
         stage.groups, lr=args.lr, betas=(args.beta1, args.beta2), eps=args.eps
     )
-    scaler = torch.amp.GradScaler("cuda") if args.precision == "amp" and device.type == "cuda" else None
+    use_scaler = args.precision == "amp" and device.type == "cuda"  # fp16 needs loss scaling
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     start_epoch = 0
     resume_from = _resume_path(args.resume, run) if args.resume else None
     if resume_from is not None:
@@ -1003,6 +1004,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.command == "eval":
         return _run_eval(args)
     args.train_data = split_sources(args.train_data)
+    if getattr(args, "rgb_data", None):
+        args.rgb_data = split_sources(args.rgb_data)
     device = _setup_distributed(args)
     try:
         if args.name is None:
