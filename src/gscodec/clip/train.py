@@ -54,6 +54,7 @@ import open_clip
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from gscodec import GSIError
 from gscodec.datasets import expand_shards
@@ -686,7 +687,15 @@ def _train(
             )
         )
         start, losses = time.time(), []
-        for step in range(steps_per_epoch):
+        # A bar on a terminal (steps, rate, ETA); logs get the open_clip-style lines below.
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"{stage.name} epoch {epoch + 1}/{args.epochs}",
+            disable=not (is_main and sys.stderr.isatty()),
+            dynamic_ncols=True,
+            leave=False,
+        )
+        for step in bar:
             global_step = epoch * steps_per_epoch + step
             lr = cosine_lr(global_step, args.lr, args.warmup, total_steps)
             for group in optimizer.param_groups:
