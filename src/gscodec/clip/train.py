@@ -57,6 +57,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from gscodec import GSIError
+from gscodec._io import atomic_path
 from gscodec.datasets import expand_shards
 
 from .data import (
@@ -422,12 +423,6 @@ def _tensorboard_writer(args: argparse.Namespace, run: Path) -> Any | None:
     return SummaryWriter(str(run / "tensorboard"))
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     run: Path,
     epoch: int,
@@ -464,7 +459,8 @@ def save_checkpoint(
     names = [f"epoch_{epoch}.pt"] * numbered + [LATEST_CHECKPOINT] * latest
     paths = [run / "checkpoints" / name for name in names]
     for path in paths:
-        _atomic_save(checkpoint, path)
+        with atomic_path(path) as tmp:  # a killed save never leaves half a checkpoint
+            torch.save(checkpoint, tmp)
     return paths
 
 
