@@ -12,13 +12,22 @@ checkpoint or result exists, and an interrupted run resumes:
 3. ``gscodec-train align --from-scratch``: the paper's ablation, no
    distillation, fresh image tower, teacher's frozen text tower.
 4. ``gscodec-train eval``: zero-shot top-1/top-5 on the CIFAR-10 test set
-   (RGB class folder for the teacher, GS test shards for the students).
-5. The teacher on the GS test sets decoded back to pixels: how much the
-   splats themselves keep, apart from how well a student reads them.
+   (RGB class folder for the teacher, GS test shards for the students),
+   one CLIP_benchmark-style JSON per run in ``ROOT/eval/``.
+5. The render ceiling per splat count: the teacher on the GS test sets
+   decoded back to pixels, i.e. how much the splats themselves keep, apart
+   from how well a student reads them.
 
 Prints a markdown table (bytes/image, tokens/image, trainable fraction,
-accuracy, wall time) and writes ``ROOT/results.json``. GS shards come from
-``gscodec encode-dataset`` at ``GS_ROOT/cifar10_gs{N}/{train,test}``.
+accuracy, wall time) and writes ``ROOT/results.json``. Run folders are
+``ROOT/NAME`` (``gscodec-train --logs ROOT --name NAME``). GS shards come from
+``benchmarks/cifar10_encode.py`` at ``GS_ROOT/cifar10_gs{N}/{train,test}``.
+Defaults are relative to the repository: data in ``../shared/data`` (see
+``benchmarks/common.py``), everything written under ``build/``:
+
+    python benchmarks/cifar10_encode.py          # -> build/cifar10_gs{16,32,64}/{train,test}
+    nice -n 10 python benchmarks/cifar10_clip.py  # -> build/cifar10_clip/
+
 Threads: one per process (``OMP_NUM_THREADS=1``); on a shared CPU several
 single-threaded runs beat one multi-threaded run. Run it under ``nice``.
 """
@@ -36,14 +45,18 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from common import SHARED_DATA
+
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data"
+REPO = HERE.parent
 RAW_BYTES = 32 * 32 * 3
 FP16_SPLAT_BYTES = 16  # the paper's accounting: 8 fp16 numbers per splat
 
 
 def train_cmd(command: str, out: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "gscodec.clip.train", command, "--output", str(out), *args]
+    """A ``gscodec-train`` run in the folder ``out``; reruns continue it (``--resume latest``)."""
+    logs = ["--logs", str(out.parent), "--name", out.name, "--resume", "latest"]
+    return [sys.executable, "-m", "gscodec.clip.train", command, *logs, *args]
 
 
 def run_all(jobs: list[dict], parallel: int) -> None:
@@ -129,13 +142,16 @@ def teacher_on_renders(teacher: Path, test: Path, batch_size: int = 500) -> dict
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--root", type=Path, default=Path("/work/cache/cifar10_clip"), help="runs and results"
+        "--root", type=Path, default=REPO / "build" / "cifar10_clip", help="runs and results"
     )
     p.add_argument(
-        "--gs-root", type=Path, default=Path("/work/cache"), help="holds cifar10_gs{N}/{train,test}"
+        "--gs-root",
+        type=Path,
+        default=REPO / "build",
+        help="holds cifar10_gs{N}/{train,test} (benchmarks/cifar10_encode.py --out-root)",
     )
-    p.add_argument("--rgb-train", type=Path, default=DATA / "cifar10_train_wds")
-    p.add_argument("--rgb-test", type=Path, default=DATA / "cifar10_test_jpg")
+    p.add_argument("--rgb-train", type=Path, default=SHARED_DATA / "cifar10_train_wds")
+    p.add_argument("--rgb-test", type=Path, default=SHARED_DATA / "cifar10_test_jpg")
     p.add_argument(
         "--students",
         nargs="+",
@@ -157,6 +173,7 @@ def main() -> None:
     root = args.root
     model = str(HERE / "cifar10_clip_model.json")
     common = ["--batch-size", str(args.batch_size), "--wd", "0.2", "--workers", "1", "--seed", "0"]
+    common += ["--save-most-recent"]  # an interrupted run resumes from its last epoch
     stem = [
         "--n-tokens",
         str(args.n_tokens),
@@ -171,12 +188,7 @@ def main() -> None:
     ]
     teacher_dir = root / "teacher"
     teacher = teacher_dir / "checkpoints" / f"epoch_{args.teacher_epochs}.pt"
-    results_file = root / "eval.jsonl"
-    evaluated = (
-        {json.loads(line)["checkpoint"] for line in results_file.read_text().splitlines()}
-        if results_file.is_file()
-        else set()
-    )
+    eval_dir = root / "eval"
 
     def gs(n: int, split: str) -> Path:
         return args.gs_root / f"cifar10_gs{n}" / split
@@ -197,8 +209,6 @@ def main() -> None:
         name: str, command: str, out: Path, epochs: int, ready: Callable[[], bool], *extra: str
     ) -> None:
         if not (out / "checkpoints" / f"epoch_{epochs}.pt").is_file():
-            if (out / "checkpoints" / "epoch_latest.pt").is_file():
-                extra = (*extra, "--resume", "latest")  # an interrupted run continues
             jobs.append(
                 {
                     "name": name,
@@ -264,9 +274,9 @@ def main() -> None:
                 "--pretrained",
                 str(distilled),
                 "--lr",
-                "1e-4",
+                "1e-3",
                 "--warmup",
-                "20",
+                "50",
                 *stem,
             )
             runs.append(
@@ -311,7 +321,7 @@ def main() -> None:
     # 4. zero-shot evaluation of each finished run
     for name, out, epochs, test, n in runs:
         ckpt = out / "checkpoints" / f"epoch_{epochs}.pt"
-        if str(ckpt) not in evaluated:
+        if not (eval_dir / f"{out.name}.json").is_file():
             ready = exists(ckpt) if n is None else both(exists(ckpt), encoded(n, "test"))
             jobs.append(
                 {
@@ -327,25 +337,24 @@ def main() -> None:
                         str(ckpt),
                         "--zeroshot-data",
                         str(test),
+                        "--dataset",
+                        "cifar10",
                         "--output",
-                        str(results_file),
+                        str(eval_dir / f"{out.name}.json"),
                     ],
                 }
             )
     run_all(jobs, args.jobs)
-    scores = {
-        json.loads(line)["checkpoint"]: json.loads(line)
-        for line in results_file.read_text().splitlines()
-    }
+    scores = {out: json.loads((eval_dir / f"{out.name}.json").read_text()) for _, out, *_ in runs}
 
     # 5. table
     jpeg = statistics.mean(f.stat().st_size for f in args.rgb_test.glob("*/*.jpg"))
     vision = json.loads(Path(model).read_text())["vision_cfg"]
     teacher_tokens = (vision["image_size"] // vision["patch_size"]) ** 2
-    teacher_top1 = scores[str(teacher)]["top1"]
+    teacher_top1 = scores[teacher_dir]["metrics"]["acc1"]
     rows, table = [], []
     for name, out, epochs, test, n in runs:
-        score = scores[str(out / "checkpoints" / f"epoch_{epochs}.pt")]
+        score = scores[out]
         if n is None:
             size, fp16, tokens = jpeg, None, teacher_tokens
         else:
@@ -361,9 +370,10 @@ def main() -> None:
             "fp16_bytes": fp16,
             "tokens": tokens,
             "trainable_fraction": trainable(out),
-            "top1": score["top1"],
-            "top5": score["top5"],
-            "of_teacher": score["top1"] / teacher_top1,
+            "top1": score["metrics"]["acc1"],
+            "top5": score["metrics"]["acc5"],
+            "mean_per_class_recall": score["metrics"]["mean_per_class_recall"],
+            "of_teacher": score["metrics"]["acc1"] / teacher_top1,
             "train_seconds": train_seconds(out),
             "eval_seconds": score["eval_seconds"],
         }
@@ -384,8 +394,8 @@ def main() -> None:
     for n in splat_counts:
         table.append(
             f"| RGB teacher on the {n}-splat test set decoded to pixels | - | - | {teacher_tokens} | - | "
-            f"{100 * renders[str(n)]['top1']:.1f} | {100 * renders[str(n)]['top5']:.1f} | "
-            f"{100 * renders[str(n)]['top1'] / teacher_top1:.0f}% | - |"
+            f"{100 * renders[str(n)]['acc1']:.1f} | {100 * renders[str(n)]['acc5']:.1f} | "
+            f"{100 * renders[str(n)]['acc1'] / teacher_top1:.0f}% | - |"
         )
     (root / "results.json").write_text(
         json.dumps({"raw_bytes": RAW_BYTES, "rows": rows, "teacher_on_renders": renders}, indent=2)

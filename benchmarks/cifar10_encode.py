@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--train-shards", type=int, default=9, help="first N of the 9 train shards")
     parser.add_argument("--no-test", action="store_true", help="skip the 10,000 test images")
-    parser.add_argument("--out-root", type=Path, default=Path("/work/cache"))
+    parser.add_argument("--out-root", type=Path, default=REPO / "build")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args()

@@ -131,8 +131,10 @@ def test_rejects_mismatched_checkpoint(tmp_path):
     other = dict(TINY_CFG, vision_cfg=dict(TINY_CFG["vision_cfg"], width=64, head_width=32))
     path = tmp_path / "other.pt"
     torch.save(open_clip.CLIP(**other).state_dict(), path)
-    with pytest.raises((ValueError, RuntimeError)):
+    with pytest.raises(ValueError, match="does not match the model config"):
         create_gs_model(TINY_CFG, pretrained=path, gs_cfg=TINY_STEM)
+    with pytest.raises(ValueError, match="does not match the model config"):
+        create_rgb_model(TINY_CFG, path)
 
 
 def test_custom_config_from_json(tmp_path):
@@ -142,3 +144,16 @@ def test_custom_config_from_json(tmp_path):
     path.write_text(json.dumps({"model_cfg": TINY_CFG}))
     model = create_gs_model(str(path), gs_cfg=TINY_STEM)
     assert isinstance(model, GSCLIP) and model.visual.output_dim == 16
+
+
+def test_query_grid_tokens_start_at_the_patch_positions(tmp_path):
+    torch.manual_seed(2)
+    rgb = open_clip.CLIP(**TINY_CFG)
+    path = tmp_path / "rgb.pt"
+    torch.save(rgb.state_dict(), path)
+    stem = dict(TINY_STEM, query_grid=True)  # 4 tokens, as the 16x16 / patch 8 ViT has patches
+    gs = create_gs_model(TINY_CFG, pretrained=str(path), gs_cfg=stem)
+    torch.testing.assert_close(gs.visual.stem.token_pos, rgb.visual.positional_embedding[1:])
+    fresh = create_gs_model(TINY_CFG, gs_cfg=stem)  # random init: the fresh ViT's positions
+    assert fresh.visual.stem.token_pos.abs().sum() > 0
+    assert gs.visual.stem.token_pos.requires_grad  # part of the stem, trained

@@ -110,3 +110,40 @@ def test_import_gscodec_does_not_import_torch():
         "import sys, gscodec; assert 'torch' not in sys.modules and 'open_clip' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_query_grid_keeps_the_set_invariances():
+    """Queries with positions: invariant to splat order and padding, finite when empty."""
+    torch.manual_seed(0)
+    stem = GSStem(32, **dict(TINY, n_tokens=4), query_grid=True).eval()
+    rows = random_splats(6, 2)
+    splats, mask = collate_splats([rows, rows[::-1].copy(), np.zeros((0, 8), np.float32)])
+    padded, padded_mask = collate_splats([rows, random_splats(9, 3)])
+    with torch.no_grad():
+        out = stem(splats, mask)
+        torch.testing.assert_close(out[0], out[1], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(stem(padded, padded_mask)[0], out[0], atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="square"):
+        GSStem(32, **dict(TINY, n_tokens=5), query_grid=True)
+
+
+def test_query_grid_attends_nearby_splats_first():
+    """At initialization the distance bias makes the query of cell 0 (top left) favour a
+    splat there."""
+    from gscodec.clip.stem import grid_centres
+
+    torch.testing.assert_close(
+        grid_centres(4), torch.tensor([[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]])
+    )
+    torch.manual_seed(0)
+    stem = GSStem(32, **dict(TINY, n_tokens=4, depth=1), query_grid=True).eval()
+    base = random_splats(8, 4)
+    base[:, 0:2] = 0.8  # everything far from cell 0
+    moved = base.copy()
+    moved[0, 0:2] = 0.2  # one splat into cell 0
+    a, _ = collate_splats([base])
+    b, _ = collate_splats([moved])
+    with torch.no_grad():
+        change = (stem(a) - stem(b)).norm(dim=-1)[0, 1:]  # per token
+    assert change[0] == change.max()

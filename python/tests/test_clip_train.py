@@ -1,9 +1,13 @@
-"""gscodec-train: every stage learns, resume is exact, accumulation is exact, eval runs."""
+"""gscodec-train: every stage learns, resume is exact, accumulation is exact, eval runs,
+open_clip's run-folder conventions hold, and the console script's exit status is right."""
 
 import io
 import json
 import shutil
+import subprocess
+import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +21,12 @@ from PIL import Image  # noqa: E402
 
 import gscodec  # noqa: E402
 from gscodec import format as gsi_format  # noqa: E402
-from gscodec.clip.train import build_parser, build_stage, main  # noqa: E402
+from gscodec.clip.train import (  # noqa: E402
+    accumulate_gradients,
+    build_parser,
+    build_stage,
+    main,
+)
 
 TINY_CFG = {
     "embed_dim": 16,
@@ -87,16 +96,19 @@ def data(tmp_path_factory):
 
 
 def stage_argv(command: str, data, out, *extra: str) -> list[str]:
+    """argv of a tiny run of ``command`` in the run folder ``out`` (``--logs`` + ``--name``)."""
     common = [
-        "--output",
-        str(out),
+        "--logs",
+        str(out.parent),
+        "--name",
+        out.name,
         "--batch-size",
         "8",
         "--workers",
         "0",
         "--warmup",
         "1",
-        "--log-every",
+        "--log-every-n-steps",
         "1",
         "--templates",
         "simple",
@@ -148,7 +160,7 @@ def test_each_stage_lowers_its_loss(data, tmp_path, command, extra):
     optimizer = torch.optim.AdamW(stage.groups, lr=3e-3)
     losses = []
     for _ in range(8):
-        loss = stage.loss(stage.model, batch)
+        loss = stage.batch_loss(stage.model, batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -179,13 +191,11 @@ def _log(out, event="step"):
 
 def test_resume_continues_exactly(data, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    main(stage_argv("align", data, straight, "--epochs", "2"))
+    assert main(stage_argv("align", data, straight, "--epochs", "2")) == 0
     # A run of the same length that stopped after epoch 1, then resumed.
     (resumed / "checkpoints").mkdir(parents=True)
-    shutil.copy(
-        straight / "checkpoints" / "epoch_1.pt", resumed / "checkpoints" / "epoch_latest.pt"
-    )
-    main(stage_argv("align", data, resumed, "--epochs", "2", "--resume", "latest"))
+    shutil.copy(straight / "checkpoints" / "epoch_1.pt", resumed / "checkpoints" / "epoch_1.pt")
+    assert main(stage_argv("align", data, resumed, "--epochs", "2", "--resume", "latest")) == 0
     a = torch.load(straight / "checkpoints" / "epoch_2.pt", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "epoch_2.pt", weights_only=True)
     for key, value in a["state_dict"].items():
@@ -200,38 +210,172 @@ def test_resume_continues_exactly(data, tmp_path):
 
 def test_gradient_accumulation_matches_a_big_batch(data, tmp_path):
     whole, accum = tmp_path / "whole", tmp_path / "accum"
-    main(stage_argv("distill", data, whole, "--batch-size", "8"))
-    main(stage_argv("distill", data, accum, "--batch-size", "4", "--accum-freq", "2"))
-    a = torch.load(whole / "checkpoints" / "epoch_latest.pt", weights_only=True)["state_dict"]
-    b = torch.load(accum / "checkpoints" / "epoch_latest.pt", weights_only=True)["state_dict"]
+    assert main(stage_argv("distill", data, whole, "--batch-size", "8")) == 0
+    assert main(stage_argv("distill", data, accum, "--batch-size", "4", "--accum-freq", "2")) == 0
+    a = torch.load(whole / "checkpoints" / "epoch_1.pt", weights_only=True)["state_dict"]
+    b = torch.load(accum / "checkpoints" / "epoch_1.pt", weights_only=True)["state_dict"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
 
 
+def test_contrastive_accumulation_is_one_big_batch(data, tmp_path):
+    """--accum-freq 2 x 4: the loss and gradients of a batch of 8 (open_clip's feature cache)."""
+    args = build_parser().parse_args(stage_argv("align", data, tmp_path))
+    stage = build_stage(args)
+    batch = next(
+        iter(torch.utils.data.DataLoader(stage.dataset, batch_size=8, collate_fn=stage.collate))
+    )
+    halves = [[part[:4] for part in batch], [part[4:] for part in batch]]
+    params = [p for g in stage.groups for p in g["params"]]
+
+    def grads_and_loss(micro_batches):
+        stage.model.zero_grad(set_to_none=True)
+        loss = accumulate_gradients(stage, stage.model, micro_batches)
+        return loss, [p.grad.clone() for p in params]
+
+    whole_loss, whole = grads_and_loss([batch])
+    accum_loss, accum = grads_and_loss(halves)
+    assert accum_loss == pytest.approx(whole_loss, rel=1e-5)
+    for a, b in zip(whole, accum):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-4)
+    # the naive way (average of the halves' own losses) is measurably different
+    stage.model.zero_grad(set_to_none=True)
+    naive = sum(stage.batch_loss(stage.model, half) for half in halves) / 2
+    naive.backward()
+    assert abs(naive.item() - whole_loss) > 1e-3
+
+
+def test_contrastive_accumulation_end_to_end(data, tmp_path):
+    whole, accum = tmp_path / "whole", tmp_path / "accum"
+    assert main(stage_argv("align", data, whole, "--batch-size", "8")) == 0
+    assert main(stage_argv("align", data, accum, "--batch-size", "4", "--accum-freq", "2")) == 0
+    a = torch.load(whole / "checkpoints" / "epoch_1.pt", weights_only=True)["state_dict"]
+    b = torch.load(accum / "checkpoints" / "epoch_1.pt", weights_only=True)["state_dict"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
+    losses = lambda out: [r["loss"] for r in _log(out)]  # noqa: E731
+    assert losses(accum) == pytest.approx(losses(whole), rel=1e-4)
+
+
+def test_open_clip_run_folder(data, tmp_path):
+    """--logs/--name layout, params.txt, out.log, --save-frequency, --save-most-recent,
+    --zeroshot-frequency, '::'-joined sources with brace ranges, --resume latest."""
+    run = tmp_path / "logs" / "my-run"
+    sources = f"{data / 'gs' / 's-{0..0}.tar'}::{data / 'gs' / 's-1.tar'}"
+    argv = stage_argv("align", data, run, "--epochs", "3")
+    argv[argv.index("--train-data") + 1] = sources
+    extra = ["--save-frequency", "2", "--save-most-recent"]
+    extra += ["--zeroshot-data", str(data / "gs"), "--zeroshot-frequency", "2"]
+    assert main([*argv, *extra]) == 0
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["epoch_2.pt", "epoch_3.pt", "epoch_latest.pt"]
+    assert "train_data: ['" in (run / "params.txt").read_text()
+    assert "Train Epoch: 2" in (run / "out.log").read_text()
+    assert _log(run, "start")[0]["samples"] == 24  # both sources
+    evaluated = [r["epoch"] for r in _log(run, "epoch") if "zeroshot_acc1" in r]
+    assert evaluated == [2, 3]
+    # the same name again is refused, unless resuming; --resume latest continues from epoch 3
+    assert main([*argv, *extra]) == 1
+    assert main([*argv, "--epochs", "4", "--resume", "latest"]) == 0
+    assert _log(run, "start")[-1]["start_epoch"] == 3
+    assert (run / "checkpoints" / "epoch_4.pt").is_file()
+
+
+def test_resume_latest_without_checkpoint_starts_afresh(data, tmp_path):
+    assert main(stage_argv("distill", data, tmp_path / "run", "--resume", "latest")) == 0
+    assert _log(tmp_path / "run", "start")[0]["start_epoch"] == 0
+
+
+def test_tensorboard_report(data, tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    run = tmp_path / "run"
+    assert main(stage_argv("distill", data, run, "--report-to", "tensorboard")) == 0
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_tensorboard_missing_is_a_clear_error(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    assert main(stage_argv("distill", data, tmp_path / "run", "--report-to", "tensorboard")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("gscodec-train distill: error: --report-to tensorboard needs")
+
+
 def test_distill_then_eval_from_the_cli(data, tmp_path, capsys):
-    main(stage_argv("distill", data, tmp_path, "--epochs", "1"))
+    assert main(stage_argv("distill", data, tmp_path, "--epochs", "1")) == 0
     capsys.readouterr()
-    result = main(
-        [
-            "eval",
-            "--checkpoint",
-            str(tmp_path / "checkpoints" / "epoch_1.pt"),
-            "--zeroshot-data",
-            str(data / "gs"),
-            "--templates",
-            "simple",
-            "--output",
-            str(tmp_path / "r.jsonl"),
-        ]
+    result_file = tmp_path / "results" / "gs.json"
+    argv = ["eval", "--checkpoint", str(tmp_path / "checkpoints" / "epoch_1.pt")]
+    argv += ["--zeroshot-data", str(data / "gs"), "--templates", "simple"]
+    argv += ["--dataset", "colours", "--output", str(result_file)]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert json.loads(result_file.read_text()) == result
+    assert result["dataset"] == "colours" and result["task"] == "zeroshot_classification"
+    assert result["pretrained"] == str(tmp_path / "checkpoints" / "epoch_1.pt")
+    assert result["model"] == "custom"  # distilled from the teacher's config, no --model given
+    assert result["kind"] == "gs" and result["n_images"] == 24 and result["n_tokens"] == 4
+    metrics = result["metrics"]
+    assert set(metrics) == {"acc1", "acc5", "mean_per_class_recall"}
+    assert 0 <= metrics["acc1"] <= metrics["acc5"] == 1.0  # 3 classes: top-5 always hits
+    argv = ["eval", "--checkpoint", str(data / "teacher.pt"), "--zeroshot-data", str(data / "rgb")]
+    assert main(argv) == 0
+    teacher = json.loads(capsys.readouterr().out)
+    assert teacher["kind"] == "rgb" and teacher["n_images"] == 24
+    # no captions: retrieval cannot be evaluated
+    assert main([*argv, "--task", "zeroshot_retrieval"]) == 1
+    assert "no .txt captions" in capsys.readouterr().err
+
+
+def _one_error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    return lines[-1]
+
+
+def test_bad_input_is_one_line_and_status_1(data, tmp_path, capsys):
+    # missing shards
+    argv = stage_argv("distill", data, tmp_path / "a")
+    argv[argv.index("--train-data") + 1] = str(tmp_path / "nowhere-{0..3}.tar")
+    assert main(argv) == 1
+    assert "nowhere-0.tar" in _one_error_line(capsys)
+    # empty data: a shard without samples
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    tarfile.open(empty / "e-0.tar", "w").close()
+    argv = stage_argv("align", data, tmp_path / "b")
+    argv[argv.index("--train-data") + 1] = str(empty)
+    assert main(argv) == 1
+    assert "0 samples do not fill one step" in _one_error_line(capsys)
+    # teacher and student disagree: the teacher is not the --model config
+    other = dict(TINY_CFG, embed_dim=8)
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    argv = stage_argv("distill", data, tmp_path / "c", "--model", str(tmp_path / "other.json"))
+    assert main(argv) == 1
+    assert "does not match the model config" in _one_error_line(capsys)
+    # GS samples whose RGB originals are missing
+    argv = stage_argv("distill", data, tmp_path / "d")
+    argv[argv.index("--rgb-data") + 1] = str(data / "rgb" / "s-0.tar")  # half of the keys
+    assert main([*argv, "--epochs", "2"]) == 1
+    assert "is not in the indexed shards" in _one_error_line(capsys)
+
+
+def test_console_script_exit_status(data, tmp_path):
+    """The installed ``gscodec-train`` exits 0 after a run, 1 with one line on bad input."""
+    script = Path(sys.executable).with_name("gscodec-train")
+    assert script.is_file(), "gscodec is not installed with its console script"
+    ok = subprocess.run(
+        [str(script), *stage_argv("distill", data, tmp_path / "ok")], capture_output=True, text=True
     )
-    assert result["kind"] == "gs" and result["n"] == 24 and result["n_tokens"] == 4
-    assert 0 <= result["top1"] <= result["top5"] == 1.0  # 3 classes: top-5 always hits
-    assert json.loads(capsys.readouterr().out)["top1"] == result["top1"]
-    assert json.loads((tmp_path / "r.jsonl").read_text())["top1"] == result["top1"]
-    teacher = main(
-        ["eval", "--checkpoint", str(data / "teacher.pt"), "--zeroshot-data", str(data / "rgb")]
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "ok" / "checkpoints" / "epoch_1.pt").is_file()
+    argv = stage_argv("distill", data, tmp_path / "bad")
+    argv[argv.index("--teacher") + 1] = str(tmp_path / "no-teacher.pt")
+    bad = subprocess.run([str(script), *argv], capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "gscodec-train distill: error: pretrained must be an existing local checkpoint file, "
+        f"got {str(tmp_path / 'no-teacher.pt')!r}"
     )
-    assert teacher["kind"] == "rgb" and teacher["n"] == 24
+    assert "Traceback" not in bad.stderr
 
 
 def test_sample_count_comes_from_sizes_json(data, tmp_path):

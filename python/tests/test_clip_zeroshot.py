@@ -63,7 +63,7 @@ def test_classification_on_shards_is_perfect(tmp_path):
         preprocess=ToTensor(),
         templates=["a photo of something {}."],
     )
-    assert result == {"n": 12, "top1": 1.0, "top5": 1.0}
+    assert result == {"n": 12, "acc1": 1.0, "acc5": 1.0, "mean_per_class_recall": 1.0}
     # with the class names in the wrong order, every answer is wrong
     wrong = evaluate(
         ColourCLIP(),
@@ -73,7 +73,7 @@ def test_classification_on_shards_is_perfect(tmp_path):
         class_names=COLOURS[1:] + COLOURS[:1],
         templates=["{}"],
     )
-    assert wrong["top1"] == 0.0
+    assert wrong["acc1"] == wrong["mean_per_class_recall"] == 0.0
 
 
 def test_class_folder_and_caption_csv(tmp_path):
@@ -90,7 +90,7 @@ def test_class_folder_and_caption_csv(tmp_path):
             tmp_path / "folder",
             preprocess=ToTensor(),
             templates=["{}"],
-        )["top1"]
+        )["acc1"]
         == 1.0
     )
     rows = (
@@ -104,22 +104,42 @@ def test_class_folder_and_caption_csv(tmp_path):
     )
     assert result["n"] == 3
     assert all(
-        result[f"{d}_R@{k}"] == 1.0 for d in ("image_to_text", "text_to_image") for k in (1, 5, 10)
+        result[f"{d}_retrieval_recall@{k}"] == 1.0 for d in ("image", "text") for k in (1, 5, 10)
     )
 
 
 def test_metrics_known_values():
     logits = torch.tensor([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0], [1.0, 2.0, 3.0]])
     m = classification_metrics(logits, torch.tensor([0, 1, 0]), topk=(1, 2))
-    assert m == {"top1": pytest.approx(1 / 3), "top2": pytest.approx(2 / 3)}
+    # class 0: 1 of 2 right, class 1: 0 of 1 right
+    assert m == {
+        "acc1": pytest.approx(1 / 3),
+        "acc2": pytest.approx(2 / 3),
+        "mean_per_class_recall": pytest.approx(0.25),
+    }
     images = torch.eye(2)
     texts = F.normalize(
         torch.tensor([[1.0, 0.0], [0.9, 0.1]]), dim=-1
     )  # caption 1 looks like image 0
     r = retrieval_metrics(images, texts, torch.tensor([0, 1]), ks=(1, 5))
     assert r == {
-        "text_to_image_R@1": 0.5,
-        "image_to_text_R@1": 1.0,
-        "text_to_image_R@5": 1.0,
-        "image_to_text_R@5": 1.0,
+        "image_retrieval_recall@1": 0.5,
+        "text_retrieval_recall@1": 1.0,
+        "image_retrieval_recall@5": 1.0,
+        "text_retrieval_recall@5": 1.0,
     }
+
+
+def test_mean_per_class_recall_weighs_classes_equally():
+    """Known answer: 3 samples of class 0 (1 right), 1 of class 1 (right); class 2 only predicted.
+
+    acc1 = 2/4, but the mean per-class recall is (1/3 + 1) / 2 = 2/3: the rare class counts as
+    much as the common one, and a class absent from the labels does not count (as sklearn's
+    balanced_accuracy_score, which CLIP_benchmark uses).
+    """
+    logits = torch.tensor(
+        [[5.0, 0.0, 1.0], [0.0, 5.0, 1.0], [0.0, 1.0, 5.0], [0.0, 5.0, 1.0]]
+    )  # predictions 0, 1, 2, 1
+    m = classification_metrics(logits, torch.tensor([0, 0, 0, 1]), topk=(1,))
+    assert m["acc1"] == pytest.approx(0.5)
+    assert m["mean_per_class_recall"] == pytest.approx(2 / 3)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import open_clip
 import torch
@@ -42,7 +43,8 @@ class GSVisionTransformer(nn.Module):
 
     Built from an open_clip ``VisionTransformer`` whose modules it takes over;
     the stem's class token starts as the ViT's class token plus its position
-    embedding, i.e. what the backbone saw at position 0.
+    embedding, i.e. what the backbone saw at position 0 (and, with
+    ``query_grid``, token i's position as the ViT's patch i position).
     """
 
     # open_clip's own pooling (class token / mean, attentional pool, ln_post),
@@ -59,6 +61,8 @@ class GSVisionTransformer(nn.Module):
         self.stem = GSStem(vit.transformer.width, stem_cfg)
         with torch.no_grad():
             self.stem.cls_token.copy_(vit.class_embedding + vit.positional_embedding[0])
+            if self._patch_positions_fit(vit.positional_embedding):
+                self.stem.token_pos.copy_(vit.positional_embedding[1:])
         self.ln_pre = vit.ln_pre
         self.transformer = vit.transformer
         self.attn_pool = vit.attn_pool
@@ -70,6 +74,11 @@ class GSVisionTransformer(nn.Module):
         self.proj = vit.proj
         self.output_dim = vit.output_dim
         self.output_tokens = vit.output_tokens
+
+    def _patch_positions_fit(self, positional_embedding: torch.Tensor) -> bool:
+        """Whether the stem's token positions can start as the ViT's patch positions."""
+        token_pos = self.stem.token_pos
+        return token_pos is not None and positional_embedding[1:].shape == token_pos.shape
 
     def forward(self, splats: torch.Tensor, mask: torch.Tensor | None = None) -> Any:
         """``splats`` [B, N, 8] padded, ``mask`` [B, N] bool -> [B, output_dim]."""
@@ -163,6 +172,8 @@ class GSCLIP(open_clip.CLIP):
         sd["visual.stem.cls_token"] = (
             sd["visual.class_embedding"] + sd["visual.positional_embedding"][0]
         )
+        if self.visual._patch_positions_fit(sd["visual.positional_embedding"]):
+            sd["visual.stem.token_pos"] = sd["visual.positional_embedding"][1:]
         for key in _RGB_ONLY_KEYS:
             del sd[key]
         for key in (
@@ -263,6 +274,18 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return checkpoint
 
 
+@contextmanager
+def _mismatch_as_value_error(path: str | os.PathLike | None) -> Iterator[None]:
+    """torch's ``load_state_dict`` mismatch (a RuntimeError) as a ValueError naming the file."""
+    try:
+        yield
+    except RuntimeError as exc:
+        details = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        raise ValueError(
+            f"{path}: checkpoint does not match the model config ({'; '.join(details[:2])})"
+        ) from exc
+
+
 def create_rgb_model(
     model: str | os.PathLike | Mapping[str, Any],
     pretrained: str | os.PathLike | None = None,
@@ -273,7 +296,8 @@ def create_rgb_model(
     model_obj = open_clip.CLIP(**resolve_model_cfg(model))
     if pretrained is not None:
         read_checkpoint(pretrained)  # checks the path before open_clip sees it
-        open_clip.load_checkpoint(model_obj, str(pretrained))
+        with _mismatch_as_value_error(pretrained):
+            open_clip.load_checkpoint(model_obj, str(pretrained))
     return model_obj if device is None else model_obj.to(device)
 
 
@@ -307,10 +331,11 @@ def create_gs_model(
     if n_tokens is not None:
         stem["n_tokens"] = n_tokens
     gs_model = GSCLIP(**cfg, gs_cfg=stem)
-    if is_gs:
-        gs_model.load_state_dict(state_dict)
-    elif state_dict:
-        gs_model.load_rgb_state_dict(state_dict)
+    with _mismatch_as_value_error(pretrained):
+        if is_gs:
+            gs_model.load_state_dict(state_dict)
+        elif state_dict:
+            gs_model.load_rgb_state_dict(state_dict)
     if unlocked_blocks is not None:
         gs_model.lock_for_transfer(unlocked_blocks)
     return gs_model if device is None else gs_model.to(device)

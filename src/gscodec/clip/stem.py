@@ -33,7 +33,12 @@ class GSStemCfg:
     ``n_tokens``: tokens out (196 or 98 for ViT-B-16 in the paper), plus one
     class token. ``dim``/``depth``/``heads``/``mlp_ratio``: width, layers,
     heads and MLP ratio of the resampler. ``n_freqs``: Fourier octaves of the
-    position (periods 2, 1, 1/2, ... of the image side).
+    position (periods 2, 1, 1/2, ... of the image side). ``query_grid``:
+    queries with positions (n_tokens must be a square): latent i sits at the
+    centre of cell i of a row-major grid, as ViT patch i does; its attention to
+    a splat is biased by ``-d^2 / (2 sigma^2)`` (d: their distance, sigma
+    learned, starting at one cell), and token i gets a learned position
+    embedding (the RGB ViT's patch i embedding when loaded from one).
     """
 
     n_tokens: int = 196
@@ -42,6 +47,7 @@ class GSStemCfg:
     heads: int = 8
     mlp_ratio: float = 4.0
     n_freqs: int = 8
+    query_grid: bool = False
 
     def as_dict(self) -> dict:
         """The settings as a plain dict (what checkpoints store)."""
@@ -95,37 +101,80 @@ class _CrossAttentionBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(
-        self, latents: torch.Tensor, inputs: torch.Tensor, key_mask: torch.Tensor
+        self, latents: torch.Tensor, inputs: torch.Tensor, attn_mask: torch.Tensor
     ) -> torch.Tensor:
+        """``attn_mask``: [B, 1, 1 or M, N + M], bool (True = attend) or an additive float bias."""
         b, m, d = latents.shape
         lat = self.norm_latents(latents)
         # Latents are keys too: every query always has a valid key, even for an empty splat set.
         kv = torch.cat([self.norm_inputs(inputs), lat], dim=1)
         q = self.to_q(lat).view(b, m, self.heads, -1).transpose(1, 2)
         k, v = self.to_kv(kv).view(b, kv.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
+        if attn_mask.is_floating_point():
+            attn_mask = attn_mask.to(q.dtype)
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         latents = latents + self.out(attn.transpose(1, 2).reshape(b, m, d))
         return latents + self.mlp(self.norm_mlp(latents))
 
 
-class PerceiverResampler(nn.Module):
-    """``n_latents`` learned queries cross-attending, ``depth`` times, to a masked set."""
+def grid_centres(n: int) -> torch.Tensor:
+    """[n, 2] ``(x, y)`` centres of the cells of a row-major sqrt(n) x sqrt(n) grid on [0, 1]^2."""
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"query_grid needs a square number of tokens, got {n}")
+    centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+    y, x = torch.meshgrid(centres, centres, indexing="ij")
+    return torch.stack([x.flatten(), y.flatten()], dim=-1)
 
-    def __init__(self, dim: int, n_latents: int, depth: int, heads: int, mlp_ratio: float):
+
+class PerceiverResampler(nn.Module):
+    """``n_latents`` learned queries cross-attending, ``depth`` times, to a masked set.
+
+    With ``query_grid``, query i has the position of grid cell i and its
+    attention to input j is biased by ``-|p_i - x_j|^2 / (2 sigma^2)``
+    (``positions`` x_j given to `forward`; sigma learned).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_latents: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: float,
+        query_grid: bool = False,
+    ):
         super().__init__()
         self.latents = nn.Parameter(torch.randn(n_latents, dim) * dim**-0.5)
         self.blocks = nn.ModuleList(
             _CrossAttentionBlock(dim, heads, mlp_ratio) for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)
+        self.log_sigma: nn.Parameter | None = None
+        if query_grid:
+            centres = grid_centres(n_latents)
+            self.register_buffer("query_xy", centres, persistent=False)
+            self.log_sigma = nn.Parameter(torch.tensor(math.log(1.0 / math.isqrt(n_latents))))
 
-    def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``inputs`` [B, N, dim], ``mask`` [B, N] (True = real) -> [B, n_latents, dim]."""
-        b = inputs.shape[0]
+    def forward(
+        self, inputs: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``inputs`` [B, N, dim], ``mask`` [B, N] (True = real), ``positions`` [B, N, 2]
+        (needed with ``query_grid``) -> [B, n_latents, dim]."""
+        b, m = inputs.shape[0], self.latents.shape[0]
         latents = self.latents.unsqueeze(0).expand(b, -1, -1).to(inputs.dtype)
-        key_mask = torch.cat([mask, mask.new_ones(b, latents.shape[1])], dim=1)
+        key_mask = torch.cat([mask, mask.new_ones(b, m)], dim=1)
+        if self.log_sigma is None:
+            attn_mask = key_mask[:, None, None, :]
+        else:
+            if positions is None:
+                raise ValueError("a query_grid resampler needs the inputs' positions")
+            d2 = (self.query_xy[None, :, None, :] - positions[:, None, :, :].float()).square()
+            bias = -d2.sum(-1) / (2 * torch.exp(2 * self.log_sigma))  # [B, M, N]
+            bias = torch.cat([bias, bias.new_zeros(b, m, m)], dim=-1)
+            attn_mask = bias.masked_fill(~key_mask[:, None, :], float("-inf"))[:, None]
         for block in self.blocks:
-            latents = block(latents, inputs, key_mask)
+            latents = block(latents, inputs, attn_mask)
         return self.norm(latents)
 
 
@@ -137,7 +186,8 @@ class GSStem(nn.Module):
     pooling); the projection starts at zero so that, at initialization, it is
     exactly the RGB ViT's class token (see `gscodec.clip.model`). Tokens
     ``1..n_tokens`` are the resampler's latents projected to ``width``. No
-    positional embedding is added: each latent is its own learned query.
+    positional embedding is added (each latent is its own learned query),
+    except with ``query_grid`` (see `GSStemCfg`).
     """
 
     def __init__(self, width: int, cfg: GSStemCfg | None = None, **overrides: object):
@@ -150,13 +200,14 @@ class GSStem(nn.Module):
         self.gate = nn.Linear(d_in, cfg.dim)
         self.norm = nn.LayerNorm(cfg.dim)  # z-score over the feature dimension
         self.resampler = PerceiverResampler(
-            cfg.dim, cfg.n_tokens, cfg.depth, cfg.heads, cfg.mlp_ratio
+            cfg.dim, cfg.n_tokens, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.query_grid
         )
         self.proj = nn.Linear(cfg.dim, width)
         self.cls_token = nn.Parameter(torch.zeros(width))
         self.pool_proj = nn.Linear(cfg.dim, width)
         nn.init.zeros_(self.pool_proj.weight)
         nn.init.zeros_(self.pool_proj.bias)
+        self.token_pos = nn.Parameter(torch.zeros(cfg.n_tokens, width)) if cfg.query_grid else None
 
     @property
     def n_tokens(self) -> int:
@@ -184,5 +235,7 @@ class GSStem(nn.Module):
         weights = mask.unsqueeze(-1).to(h.dtype)
         pooled = (h * weights).sum(1) / weights.sum(1).clamp_min(1.0)
         cls = self.cls_token.to(h.dtype) + self.pool_proj(pooled)
-        tokens = self.proj(self.resampler(h, mask))
+        tokens = self.proj(self.resampler(h, mask, splats[..., 0:2]))
+        if self.token_pos is not None:
+            tokens = tokens + self.token_pos.to(tokens.dtype)
         return torch.cat([cls.unsqueeze(1).to(tokens.dtype), tokens], dim=1)

@@ -10,17 +10,28 @@ Subcommands:
 - ``align``: stage 2. open_clip's ``ClipLoss`` on GS shards + captions. With
   ``--from-scratch``, the paper's ablation: a fresh, fully trainable image
   tower against the pretrained text tower, no distillation.
-- ``eval``: zero-shot classification (top-1/5) and retrieval (R@1/5/10).
+- ``eval``: zero-shot classification or retrieval, written as CLIP_benchmark
+  writes its results.
 
-Training follows open_clip: AdamW (no weight decay on gains, biases and
-embeddings), cosine schedule with linear warmup, per-step LR, logit scale
-clamped to 100. The GS stages train per the paper: text tower and backbone
-frozen except the stem, the first 2 blocks, ``ln_post`` and ``proj``; the
-stem at ``--lr``, unfrozen backbone at ``--backbone-lr-scale`` x ``--lr``.
-Each epoch ends in a checkpoint (``OUTPUT/checkpoints/epoch_N.pt`` and
-``epoch_latest.pt``, written atomically); ``--resume`` continues from one with
-the same data order, so a resumed run matches an uninterrupted one. Logs go
-to ``OUTPUT/log.jsonl``. Under ``torchrun`` (``WORLD_SIZE`` > 1) it runs DDP.
+The training subcommands take open_clip's flags with open_clip's meaning:
+``--train-data`` (``::``-joined sources, ``{a..b}`` ranges), ``--logs`` and
+``--name`` (the run folder ``LOGS/NAME`` with ``out.log``, ``params.txt``,
+``checkpoints/epoch_N.pt``), ``--resume latest``, ``--save-frequency``,
+``--save-most-recent``, ``--zeroshot-frequency``, ``--report-to tensorboard``,
+``--log-every-n-steps``, ``--precision``, ``--accum-freq`` (for the
+contrastive stages a feature cache, so the loss sees the whole accumulated
+batch as negatives). Training follows open_clip: AdamW (no weight decay on
+gains, biases and embeddings), cosine schedule with linear warmup, per-step
+LR, logit scale clamped to 100. The GS stages train per the paper: text tower
+and backbone frozen except the stem, the first 2 blocks, ``ln_post`` and
+``proj``; the stem at ``--lr``, unfrozen backbone at ``--backbone-lr-scale`` x
+``--lr``. Checkpoints are written atomically; ``--resume`` continues with the
+same data order, so a resumed run matches an uninterrupted one. Machine-readable
+logs go to ``LOGS/NAME/log.jsonl``. Under ``torchrun`` (``WORLD_SIZE`` > 1) it
+runs DDP.
+
+Library functions raise exceptions (``ValueError`` / ``FileNotFoundError``
+for bad input); only `main` turns them into an exit status and a one-line message.
 """
 
 from __future__ import annotations
@@ -30,9 +41,11 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from contextlib import nullcontext
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -43,6 +56,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from gscodec import GSIError
+from gscodec._io import atomic_path
 from gscodec.datasets import expand_shards
 
 from .data import (
@@ -66,7 +81,17 @@ from .model import (
 )
 from .zeroshot import TEMPLATES, evaluate
 
-__all__ = ["main", "build_parser", "Stage", "build_stage", "train", "cosine_lr", "param_groups"]
+__all__ = [
+    "main",
+    "run",
+    "build_parser",
+    "Stage",
+    "build_stage",
+    "train",
+    "accumulate_gradients",
+    "cosine_lr",
+    "param_groups",
+]
 
 logger = logging.getLogger("gscodec.clip.train")
 
@@ -118,22 +143,36 @@ def param_groups(
 # --------------------------------------------------------------------------- stages
 
 
+Features = dict[str, torch.Tensor]
+
+
 @dataclass
 class Stage:
-    """What one subcommand trains: the model, its loss on a batch, its data.
+    """What one subcommand trains: the model, its loss, its data.
 
-    ``loss(model, batch)`` gets the (maybe DDP-wrapped) model and returns the
-    scalar loss; ``meta`` goes into every checkpoint (model config, kind).
+    ``forward(model, batch)`` gets the (maybe DDP-wrapped) model and returns
+    the features the loss reads: per-sample tensors (batch first) and shared
+    scalars (0-d, e.g. the logit scale); ``loss(features)`` returns the scalar
+    loss. ``contrastive``: the loss couples the samples of a batch (each
+    sample's negatives are the others), so ``--accum-freq`` caches features
+    instead of averaging micro-batch losses. ``meta`` goes into every
+    checkpoint (model config, kind).
     """
 
     name: str
     model: nn.Module
-    loss: Callable[[nn.Module, Any], torch.Tensor]
+    forward: Callable[[nn.Module, Any], Features]
+    loss: Callable[[Features], torch.Tensor]
+    contrastive: bool
     dataset: ShardStream
     collate: Callable | None
     groups: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
     helpers: list[nn.Module] = field(default_factory=list)  # moved to the device, never trained
+
+    def batch_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """The loss of one batch."""
+        return self.loss(self.forward(model, batch))
 
 
 def _captioner(args: argparse.Namespace, shards: Any) -> Captioner:
@@ -153,6 +192,7 @@ def _stem_cfg(args: argparse.Namespace) -> dict[str, Any]:
         "depth": args.stem_depth,
         "heads": args.stem_heads,
         "n_freqs": args.n_freqs,
+        "query_grid": args.query_grid,
     }
     return {k: v for k, v in cfg.items() if v is not None}
 
@@ -165,7 +205,7 @@ def _model_cfg(args: argparse.Namespace, checkpoint: str | None) -> dict[str, An
         meta = read_checkpoint(checkpoint)
         if "model_cfg" in meta:
             return resolve_model_cfg(meta["model_cfg"])
-    raise SystemExit("error: give --model (the checkpoint does not record its model config)")
+    raise ValueError("--model is needed: the checkpoint does not record its model config")
 
 
 def _preprocess(model_cfg: dict[str, Any], is_train: bool) -> Callable:
@@ -174,9 +214,15 @@ def _preprocess(model_cfg: dict[str, Any], is_train: bool) -> Callable:
     )
 
 
-def _clip_loss() -> ClipLoss:
+def _clip_loss() -> Callable[[Features], torch.Tensor]:
     rank, world = dist_info()
-    return ClipLoss(rank=rank, world_size=world)
+    clip_loss = ClipLoss(rank=rank, world_size=world)
+    return lambda f: clip_loss(f["image_features"], f["text_features"], f["logit_scale"])
+
+
+def _clip_features(output: Sequence[torch.Tensor]) -> Features:
+    # open_clip's (image_features, text_features, logit_scale) tuple, by name
+    return dict(zip(("image_features", "text_features", "logit_scale"), output))
 
 
 def _build_rgb(args: argparse.Namespace) -> Stage:
@@ -190,15 +236,17 @@ def _build_rgb(args: argparse.Namespace) -> Stage:
     def transform(sample: dict, rng: Any) -> tuple:
         return preprocess(decode_image(sample)), tokenizer([captioner(sample, rng)])[0]
 
-    def loss(m: nn.Module, batch: Any) -> torch.Tensor:
+    def forward(m: nn.Module, batch: Any) -> Features:
         images, texts = batch
-        return clip_loss(*m(images, texts))
+        return _clip_features(m(images, texts))
 
     dataset = ShardStream(args.train_data, transform, seed=args.seed)
     return Stage(
         "rgb",
         model,
-        loss,
+        forward,
+        clip_loss,
+        True,
         dataset,
         None,
         param_groups(model, args.wd),
@@ -232,18 +280,22 @@ def _build_distill(args: argparse.Namespace) -> Stage:
     def transform(sample: dict, rng: Any) -> tuple:
         return sample["gsi"].to_array(), preprocess(decode_image(rgb[sample["__key__"]]))
 
-    def loss(m: nn.Module, batch: Any) -> torch.Tensor:
+    def forward(m: nn.Module, batch: Any) -> Features:
         splats, mask, images = batch
         with torch.no_grad():
             target = teacher.encode_image(images)
-        student = m(splats, mask=mask)[0]
-        return distill_loss(student, target)
+        return {"student": m(splats, mask=mask)[0], "teacher": target}
+
+    def loss(features: Features) -> torch.Tensor:
+        return distill_loss(features["student"], features["teacher"])
 
     dataset = ShardStream(args.train_data, transform, seed=args.seed)
     return Stage(
         "distill",
         model,
+        forward,
         loss,
+        False,  # per-sample loss: accumulation averages micro-batch losses, exactly
         dataset,
         collate_gs,
         _gs_groups(model, args, args.backbone_lr_scale),
@@ -254,7 +306,7 @@ def _build_distill(args: argparse.Namespace) -> Stage:
 
 def _build_align(args: argparse.Namespace) -> Stage:
     if args.pretrained is None:
-        raise SystemExit("error: align needs --pretrained (a distilled GS or an RGB checkpoint)")
+        raise ValueError("align needs --pretrained (a distilled GS or an RGB checkpoint)")
     cfg = _model_cfg(args, args.pretrained)
     if args.from_scratch:
         model = create_gs_model(cfg, None, gs_cfg=_stem_cfg(args), unlocked_blocks=None)
@@ -273,15 +325,17 @@ def _build_align(args: argparse.Namespace) -> Stage:
     def transform(sample: dict, rng: Any) -> tuple:
         return sample["gsi"].to_array(), tokenizer([captioner(sample, rng)])[0]
 
-    def loss(m: nn.Module, batch: Any) -> torch.Tensor:
+    def forward(m: nn.Module, batch: Any) -> Features:
         splats, mask, texts = batch
-        return clip_loss(*m(splats, texts, mask=mask))
+        return _clip_features(m(splats, texts, mask=mask))
 
     dataset = ShardStream(args.train_data, transform, seed=args.seed)
     return Stage(
         "align",
         model,
-        loss,
+        forward,
+        clip_loss,
+        True,
         dataset,
         collate_gs,
         _gs_groups(model, args, backbone_scale),
@@ -295,17 +349,82 @@ def build_stage(args: argparse.Namespace) -> Stage:
     return {"rgb": _build_rgb, "distill": _build_distill, "align": _build_align}[args.command](args)
 
 
-# --------------------------------------------------------------------------- checkpoints
+# --------------------------------------------------------------------------- run folder
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+LATEST_CHECKPOINT = "epoch_latest.pt"
+
+
+def run_dir(args: argparse.Namespace) -> Path:
+    """``LOGS/NAME``: the run folder (open_clip's layout)."""
+    return Path(args.logs) / args.name
+
+
+def default_run_name(args: argparse.Namespace) -> str:
+    """open_clip's run name: date, (stage,) model, lr, batch size, workers, precision."""
+    model = Path(args.model).stem if args.model else "from-checkpoint"
+    date = datetime.now().strftime("%Y_%m_%d-%H_%M_%S")
+    if dist_info()[1] > 1:  # every rank must name the same folder
+        shared = [date]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        date = shared[0]
+    parts = [date, args.command, f"model_{model}", f"lr_{args.lr}", f"b_{args.batch_size}"]
+    return "-".join([*parts, f"j_{args.workers}", f"p_{args.precision}"])
+
+
+def split_sources(values: Sequence[str]) -> list[str]:
+    """``--train-data`` values with open_clip's ``::`` separator split into sources."""
+    return [part for value in values for part in value.split("::") if part]
+
+
+def latest_checkpoint(checkpoints: Path) -> Path | None:
+    """``epoch_latest.pt`` if there is one, else the highest ``epoch_N.pt``, else None."""
+    if (checkpoints / LATEST_CHECKPOINT).is_file():
+        return checkpoints / LATEST_CHECKPOINT
+    numbered = [
+        (int(match.group(1)), path)
+        for path in checkpoints.glob("epoch_*.pt")
+        if (match := re.fullmatch(r"epoch_(\d+)\.pt", path.name))
+    ]
+    return max(numbered)[1] if numbered else None
+
+
+def _resume_path(resume: str, run: Path) -> Path | None:
+    if resume == "latest":  # as open_clip: nothing saved yet means a fresh start
+        return latest_checkpoint(run / "checkpoints")
+    if not Path(resume).is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {resume}")
+    return Path(resume)
+
+
+def _prepare_run_dir(args: argparse.Namespace) -> Path:
+    """Create ``LOGS/NAME`` and write ``params.txt``; refuse to overwrite another run."""
+    run = run_dir(args)
+    if (run / "out.log").exists() and args.resume != "latest":
+        raise ValueError(
+            f"run {run} already exists: give another --name, or --resume latest to continue it"
+        )
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    with open(run / "params.txt", "w", encoding="utf-8") as handle:
+        for name in sorted(vars(args)):
+            handle.write(f"{name}: {getattr(args, name)}\n")
+    return run
+
+
+def _tensorboard_writer(args: argparse.Namespace, run: Path) -> Any | None:
+    if "tensorboard" not in args.report_to:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ImportError(
+            "--report-to tensorboard needs tensorboard: pip install 'gscodec[tensorboard]'"
+        ) from None
+    return SummaryWriter(str(run / "tensorboard"))
 
 
 def save_checkpoint(
-    out_dir: Path,
+    run: Path,
     epoch: int,
     stage: Stage,
     model: nn.Module,
@@ -313,13 +432,18 @@ def save_checkpoint(
     scaler: Any,
     args: argparse.Namespace,
     metrics: dict[str, Any],
-) -> Path:
-    """Write ``epoch_{epoch}.pt`` and ``epoch_latest.pt`` (open_clip's layout + our metadata)."""
-    ckpt_dir = out_dir / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    *,
+    numbered: bool = True,
+    latest: bool = False,
+) -> list[Path]:
+    """Write ``epoch_{epoch}.pt`` (``numbered``) and/or ``epoch_latest.pt`` (``latest``).
+
+    open_clip's checkpoint (``epoch``, ``name``, ``state_dict``, ``optimizer``,
+    ``scaler``) plus our metadata (stage, model config, RNG, args, metrics).
+    """
     checkpoint = {
         "epoch": epoch,
-        "name": args.name or out_dir.name,
+        "name": args.name,
         "stage": stage.name,
         **stage.meta,
         "state_dict": model.state_dict(),
@@ -332,17 +456,12 @@ def save_checkpoint(
         },
         "metrics": metrics,
     }
-    path = ckpt_dir / f"epoch_{epoch}.pt"
-    _atomic_save(checkpoint, path)
-    _atomic_save(checkpoint, ckpt_dir / "epoch_latest.pt")
-    return path
-
-
-def _resume_path(resume: str, out_dir: Path) -> Path:
-    path = out_dir / "checkpoints" / "epoch_latest.pt" if resume == "latest" else Path(resume)
-    if not path.is_file():
-        raise SystemExit(f"error: --resume: no checkpoint at {path}")
-    return path
+    names = [f"epoch_{epoch}.pt"] * numbered + [LATEST_CHECKPOINT] * latest
+    paths = [run / "checkpoints" / name for name in names]
+    for path in paths:
+        with atomic_path(path) as tmp:  # a killed save never leaves half a checkpoint
+            torch.save(checkpoint, tmp)
+    return paths
 
 
 # --------------------------------------------------------------------------- loop
@@ -366,15 +485,73 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+#: ``--precision`` choices, as open_clip names them (its pure_/half modes are not offered).
+PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "fp32")
+
+
 def _autocast(precision: str, device: torch.device) -> Callable[[], Any]:
     if precision == "fp32" or device.type != "cuda":
         return nullcontext
-    dtype = torch.bfloat16 if precision == "amp_bf16" else torch.float16
+    dtype = torch.float16 if precision == "amp" else torch.bfloat16
     return lambda: torch.autocast("cuda", dtype=dtype)
 
 
 def _to(batch: Sequence[Any], device: torch.device) -> list[Any]:
     return [b.to(device, non_blocking=True) if isinstance(b, torch.Tensor) else b for b in batch]
+
+
+def accumulate_gradients(
+    stage: Stage,
+    model: nn.Module,
+    micro_batches: Sequence[Any],
+    *,
+    autocast: Callable[[], Any] = nullcontext,
+    scaler: Any = None,
+    no_sync: Callable[[], Any] = nullcontext,
+) -> float:
+    """Backpropagate ``micro_batches`` as one batch; returns that batch's loss.
+
+    A contrastive stage uses open_clip's feature cache: features of every
+    micro-batch are first computed without gradients; then each micro-batch
+    runs again with gradients, and the loss of the whole batch (its fresh
+    features in place of its cached ones) is backpropagated. The gradients
+    add up to those of one big batch, and every sample has the whole batch as
+    negatives. Shared scalars (the logit scale) take their gradient from the
+    last micro-batch only, so theirs matches too (open_clip's loop counts it
+    once per micro-batch). Other stages average micro-batch losses, which is
+    exact for a per-sample loss. ``no_sync`` wraps every micro-batch but the
+    last (DDP's ``no_sync``: gradients are all-reduced once).
+    """
+    k = len(micro_batches)
+
+    def backward(loss: torch.Tensor) -> None:
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+
+    if k == 1 or not stage.contrastive:
+        total = 0.0
+        for j, batch in enumerate(micro_batches):
+            with no_sync() if j < k - 1 else nullcontext():
+                with autocast():
+                    loss = stage.batch_loss(model, batch) / k
+                backward(loss)
+            total += loss.item()
+        return total
+    with torch.no_grad(), autocast():
+        cached = [stage.forward(model, batch) for batch in micro_batches]
+    for j, batch in enumerate(micro_batches):
+        last = j == k - 1
+        with no_sync() if not last else nullcontext():
+            with autocast():
+                fresh = stage.forward(model, batch)
+                features = {
+                    key: (value if last else cached[j][key])
+                    if value.ndim == 0
+                    else torch.cat([value if i == j else c[key] for i, c in enumerate(cached)])
+                    for key, value in fresh.items()
+                }
+                loss = stage.loss(features)
+            backward(loss)
+    return loss.item()
 
 
 class JsonlLog:
@@ -392,46 +569,80 @@ class JsonlLog:
 def train(
     stage: Stage, args: argparse.Namespace, device: torch.device | None = None
 ) -> dict[str, Any]:
-    """Run ``args.epochs`` epochs of ``stage``; returns the last epoch's summary."""
+    """Run ``args.epochs`` epochs of ``stage`` in the run folder ``LOGS/NAME``.
+
+    Returns the last epoch's summary. Rank 0 writes ``params.txt``,
+    ``out.log`` (the log lines), ``log.jsonl`` (the same, machine-readable),
+    ``checkpoints/`` and, with ``--report-to tensorboard``, ``tensorboard/``.
+    """
     device = device or torch.device("cpu")
     rank, world = dist_info()
-    out_dir = Path(args.output)
     is_main = rank == 0
+    run = run_dir(args)
+    writer = None
+    file_log = None
+    level = logger.level
     if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    log = JsonlLog(out_dir / "log.jsonl" if is_main else None)
+        run = _prepare_run_dir(args)
+        writer = _tensorboard_writer(args, run)
+        file_log = logging.FileHandler(run / "out.log", encoding="utf-8")
+        file_log.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(message)s"))
+        logger.addHandler(file_log)
+        logger.setLevel(logging.INFO)  # out.log gets the progress lines whatever the root level
+    try:
+        return _train(stage, args, device, run, writer)
+    finally:
+        if file_log is not None:
+            logger.removeHandler(file_log)
+            logger.setLevel(level)
+            file_log.close()
+        if writer is not None:
+            writer.close()
+
+
+def _train(
+    stage: Stage, args: argparse.Namespace, device: torch.device, run: Path, writer: Any
+) -> dict[str, Any]:
+    rank, world = dist_info()
+    is_main = rank == 0
+    log = JsonlLog(run / "log.jsonl" if is_main else None)
     if args.precision != "fp32" and device.type != "cuda":
         logger.warning("--precision %s needs a GPU; training in fp32 on %s", args.precision, device)
 
     model = stage.model.to(device)
     for helper in stage.helpers:
         helper.to(device)
-    optimizer = torch.optim.AdamW(stage.groups, lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
-    scaler = (
-        torch.amp.GradScaler("cuda") if args.precision == "amp" and device.type == "cuda" else None
+    optimizer = torch.optim.AdamW(
+        stage.groups, lr=args.lr, betas=(args.beta1, args.beta2), eps=args.eps
     )
+    use_scaler = args.precision == "amp" and device.type == "cuda"  # fp16 needs loss scaling
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     start_epoch = 0
-    if args.resume:
-        checkpoint = torch.load(
-            _resume_path(args.resume, out_dir), map_location="cpu", weights_only=True
-        )
+    resume_from = _resume_path(args.resume, run) if args.resume else None
+    if resume_from is not None:
+        checkpoint = torch.load(resume_from, map_location="cpu", weights_only=True)
         model.load_state_dict(checkpoint["state_dict"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         if scaler is not None and checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
         torch.set_rng_state(checkpoint["rng"])
         start_epoch = checkpoint["epoch"]
+        logger.info("resuming from %s (epoch %d)", resume_from, start_epoch)
+    elif args.resume:
+        logger.info("no checkpoint to resume in %s; starting afresh", run / "checkpoints")
     wrapped = model
+    no_sync: Callable[[], Any] = nullcontext
     if world > 1:
         wrapped = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+        no_sync = wrapped.no_sync
 
     n_samples = args.train_num_samples or count_samples(stage.dataset.shards)
     steps_per_epoch = n_samples // (args.batch_size * world * args.accum_freq)
     if steps_per_epoch < 1:
-        raise SystemExit(
-            f"error: {n_samples} samples do not fill one step of "
+        raise ValueError(
+            f"--train-data: {n_samples} samples do not fill one step of "
             f"{args.batch_size} x {world} ranks x {args.accum_freq} accumulation"
         )
     total_steps = steps_per_epoch * args.epochs
@@ -450,7 +661,13 @@ def train(
             world_size=world,
             device=str(device),
         )
+        logger.info(
+            "%s: %d samples/epoch, %d steps/epoch, %d of %d parameters trainable (%.1f%%), %s",
+            stage.name, n_samples, steps_per_epoch, n_trainable, n_total,
+            100 * n_trainable / n_total, device,
+        )  # fmt: skip
     autocast = _autocast(args.precision, device)
+    samples_per_step = args.batch_size * args.accum_freq * world
     summary: dict[str, Any] = {"trainable_fraction": n_trainable / n_total}
     for epoch in range(start_epoch, args.epochs):
         model.train()
@@ -465,33 +682,24 @@ def train(
                 pin_memory=device.type == "cuda",
             )
         )
+        start, losses = time.time(), []
+        # A bar on a terminal (steps, rate, ETA); logs get the open_clip-style lines below.
         bar = tqdm(
             range(steps_per_epoch),
             desc=f"{stage.name} epoch {epoch + 1}/{args.epochs}",
-            disable=not is_main,
-            mininterval=1.0 if sys.stderr.isatty() else 30.0,
+            disable=not (is_main and sys.stderr.isatty()),
             dynamic_ncols=True,
+            leave=False,
         )
-        start, losses = time.time(), []
         for step in bar:
             global_step = epoch * steps_per_epoch + step
             lr = cosine_lr(global_step, args.lr, args.warmup, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
-            step_loss = 0.0
-            for micro in range(args.accum_freq):
-                batch = _to(next(loader), device)
-                # DDP: all-reduce gradients only on the last micro-batch
-                sync = (
-                    nullcontext()
-                    if world == 1 or micro == args.accum_freq - 1
-                    else wrapped.no_sync()
-                )
-                with sync:
-                    with autocast():
-                        loss = stage.loss(wrapped, batch) / args.accum_freq
-                    (scaler.scale(loss) if scaler else loss).backward()
-                step_loss += loss.item()
+            micro_batches = [_to(next(loader), device) for _ in range(args.accum_freq)]
+            step_loss = accumulate_gradients(
+                stage, wrapped, micro_batches, autocast=autocast, scaler=scaler, no_sync=no_sync
+            )
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()
@@ -505,11 +713,16 @@ def train(
                 raise FloatingPointError(
                     f"{stage.name}: loss is {step_loss} at epoch {epoch + 1} step {step}"
                 )
-            if is_main and (step % args.log_every == 0 or step == steps_per_epoch - 1):
-                rate = (
-                    (step + 1) * args.batch_size * args.accum_freq * world / (time.time() - start)
-                )
-                bar.set_postfix(loss=f"{step_loss:.4f}", rate=f"{rate:.0f}/s")
+            if is_main and (step % args.log_every_n_steps == 0 or step == steps_per_epoch - 1):
+                rate = (step + 1) * samples_per_step / (time.time() - start)
+                scale = model.logit_scale.exp().item()
+                done = (step + 1) * samples_per_step
+                logger.info(
+                    "Train Epoch: %d [%d/%d (%.0f%%)] Loss: %.5f LR: %.3e Logit Scale: %.3f "
+                    "Samples/s: %.1f",
+                    epoch, done, steps_per_epoch * samples_per_step,
+                    100 * (step + 1) / steps_per_epoch, step_loss, lr, scale, rate,
+                )  # fmt: skip
                 log(
                     event="step",
                     stage=stage.name,
@@ -519,23 +732,44 @@ def train(
                     loss=step_loss,
                     lr=lr,
                     samples_per_s=rate,
-                    logit_scale=model.logit_scale.exp().item(),
+                    logit_scale=scale,
                 )
-        bar.close()
+                if writer is not None:
+                    for key, value in (
+                        ("loss", step_loss), ("lr", lr), ("scale", scale),
+                        ("samples_per_second", rate),
+                    ):  # fmt: skip
+                        writer.add_scalar(f"train/{key}", value, global_step)
+        completed = epoch + 1
         summary.update(
-            epoch=epoch + 1, loss=sum(losses) / len(losses), epoch_seconds=time.time() - start
+            epoch=completed, loss=sum(losses) / len(losses), epoch_seconds=time.time() - start
         )
-        if args.zeroshot_data and is_main:
+        if is_main and _zeroshot_due(args, completed):
             result = _evaluate_model(model, stage.meta, args, device)
             summary.update({f"zeroshot_{k}": v for k, v in result.items()})
+            logger.info("Eval Epoch: %d %s", completed, json.dumps(result))
+            if writer is not None:
+                for key, value in result.items():
+                    writer.add_scalar(f"val/zeroshot_{key}", value, completed)
         if is_main:
-            path = save_checkpoint(
-                out_dir, epoch + 1, stage, model, optimizer, scaler, args, summary
+            numbered = completed == args.epochs or (
+                args.save_frequency > 0 and completed % args.save_frequency == 0
             )
-            log(event="epoch", stage=stage.name, checkpoint=str(path), **summary)
+            paths = save_checkpoint(
+                run, completed, stage, model, optimizer, scaler, args, summary,
+                numbered=numbered, latest=args.save_most_recent,
+            )  # fmt: skip
+            log(event="epoch", stage=stage.name, checkpoints=[str(p) for p in paths], **summary)
         if world > 1:
             torch.distributed.barrier()
     return summary
+
+
+def _zeroshot_due(args: argparse.Namespace, completed_epoch: int) -> bool:
+    """open_clip's rule: every ``--zeroshot-frequency`` epochs, and after the last."""
+    if not args.zeroshot_data or args.zeroshot_frequency <= 0:
+        return False
+    return completed_epoch % args.zeroshot_frequency == 0 or completed_epoch == args.epochs
 
 
 # --------------------------------------------------------------------------- eval
@@ -559,6 +793,13 @@ def _evaluate_model(
     )
 
 
+#: CLIP_benchmark's task names, and how to tell their metrics apart.
+TASKS = {
+    "zeroshot_classification": lambda key: key.startswith("acc") or key == "mean_per_class_recall",
+    "zeroshot_retrieval": lambda key: "_retrieval_recall@" in key,
+}
+
+
 def _run_eval(args: argparse.Namespace) -> dict[str, Any]:
     device = _device(args.device)
     checkpoint = read_checkpoint(args.checkpoint)
@@ -570,23 +811,41 @@ def _run_eval(args: argparse.Namespace) -> dict[str, Any]:
     model.to(device)
     start = time.time()
     result = _evaluate_model(model, {"model_cfg": cfg}, args, device)
-    result = {
-        "checkpoint": str(args.checkpoint),
+    task = args.task or ("zeroshot_classification" if "acc1" in result else "zeroshot_retrieval")
+    metrics = {k: v for k, v in result.items() if TASKS[task](k)}
+    if not metrics:
+        wanted = "class labels with class names" if "classification" in task else ".txt captions"
+        raise ValueError(f"--zeroshot-data: no {wanted} for {task} in {args.zeroshot_data}")
+    saved_args = checkpoint.get("args") or {}
+    record = {  # CLIP_benchmark's result layout, then what is particular to gscodec
+        "dataset": args.dataset or " ".join(args.zeroshot_data),
+        "model": args.model or saved_args.get("model") or "custom",
+        "pretrained": str(args.checkpoint),
+        "task": task,
+        "metrics": metrics,
+        "language": "en",
         "kind": "gs" if is_gs else "rgb",
-        "data": args.zeroshot_data,
-        **result,
+        "n_images": result["n"],
         "eval_seconds": round(time.time() - start, 2),
     }
     if is_gs:
-        result["n_tokens"] = model.visual.stem.n_tokens
-    print(json.dumps(result))
+        record["n_tokens"] = model.visual.stem.n_tokens
+    print(json.dumps(record))
     if args.output:
-        with open(args.output, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(result) + "\n")
-    return result
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
 
 
 # --------------------------------------------------------------------------- CLI
+
+
+def _report_to(value: str) -> list[str]:
+    targets = [t for t in value.split(",") if t]
+    unknown = [t for t in targets if t != "tensorboard"]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{unknown}: only 'tensorboard' is supported")
+    return targets
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -598,19 +857,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--model", help="open_clip model name or JSON config (default: the checkpoint's)"
         )
-        p.add_argument(
+        p.add_argument("--batch-size", type=int, default=256, help="per rank")
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+        g = p.add_argument_group("captions and zero-shot prompts (gscodec)")
+        g.add_argument(
             "--classnames", help="class names file, one per line (default: classes.txt by the data)"
         )
-        p.add_argument(
+        g.add_argument(
             "--templates",
             default="cifar10",
             choices=sorted(TEMPLATES),
             help="prompt templates for captions from .cls and for zero-shot classifiers",
-        )
-        p.add_argument("--batch-size", type=int, default=256)
-        p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-        p.add_argument(
-            "--zeroshot-data", nargs="+", help="zero-shot eval set: tar shards, class folder or CSV"
         )
 
     def training(p: argparse.ArgumentParser) -> None:
@@ -619,14 +876,16 @@ def build_parser() -> argparse.ArgumentParser:
             "--train-data",
             nargs="+",
             required=True,
-            help="tar shards (paths, globs, {a..b}, folders)",
+            type=str,
+            help="tar shards: paths, globs, {a..b} ranges, folders; sources joined by '::'",
         )
         p.add_argument(
             "--train-num-samples", type=int, help="samples per epoch (default: count the shards)"
         )
-        p.add_argument("--output", required=True, help="run folder: checkpoints/, log.jsonl")
+        p.add_argument("--logs", default="./logs/", help="where run folders go")
         p.add_argument(
-            "--name", help="run name stored in checkpoints (default: the output folder name)"
+            "--name",
+            help="run folder LOGS/NAME (default: date, model, lr, batch, workers, precision)",
         )
         p.add_argument("--pretrained", help="local checkpoint to start from (never downloaded)")
         p.add_argument("--epochs", type=int, default=1)
@@ -634,52 +893,93 @@ def build_parser() -> argparse.ArgumentParser:
             "--lr", type=float, default=1e-3, help="base LR (the GS stem's in distill/align)"
         )
         p.add_argument("--wd", type=float, default=0.2)
+        p.add_argument("--beta1", type=float, default=0.9)
+        p.add_argument("--beta2", type=float, default=0.98)
+        p.add_argument("--eps", type=float, default=1e-6)
         p.add_argument("--warmup", type=int, default=100, help="linear warmup steps")
-        p.add_argument("--accum-freq", type=int, default=1, help="micro-batches per optimizer step")
+        p.add_argument(
+            "--accum-freq",
+            type=int,
+            default=1,
+            help="micro-batches per optimizer step (contrastive stages: feature cache, "
+            "negatives from the whole accumulated batch)",
+        )
         p.add_argument(
             "--precision",
             default="amp_bf16",
-            choices=["fp32", "amp", "amp_bf16"],
+            choices=PRECISIONS,
             help="autocast on GPU (amp = fp16 + grad scaling); CPU always runs fp32",
         )
         p.add_argument("--workers", type=int, default=1, help="data loader processes per rank")
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--log-every", type=int, default=20, help="steps between log lines")
+        p.add_argument("--log-every-n-steps", type=int, default=100)
         p.add_argument(
-            "--resume", help="checkpoint path, or 'latest' for OUTPUT/checkpoints/epoch_latest.pt"
+            "--report-to", type=_report_to, default=[], help="'tensorboard' (LOGS/NAME/tensorboard)"
+        )
+        p.add_argument(
+            "--resume",
+            help="checkpoint path, or 'latest' (the newest in LOGS/NAME/checkpoints, if any)",
+        )
+        p.add_argument(
+            "--save-frequency",
+            type=int,
+            default=1,
+            help="epochs between epoch_N.pt checkpoints (the last epoch is always saved)",
+        )
+        p.add_argument(
+            "--save-most-recent",
+            action="store_true",
+            help="also keep checkpoints/epoch_latest.pt, rewritten every epoch",
+        )
+        p.add_argument(
+            "--zeroshot-data", nargs="+", help="zero-shot eval set: tar shards, class folder or CSV"
+        )
+        p.add_argument(
+            "--zeroshot-frequency",
+            type=int,
+            default=2,
+            help="epochs between zero-shot evals (and after the last; 0: never)",
         )
 
-    def gs(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--n-tokens", type=int, help="stem output tokens (default 196)")
-        p.add_argument("--stem-dim", type=int, help="resampler width (default 256)")
-        p.add_argument("--stem-depth", type=int, help="resampler layers (default 2)")
-        p.add_argument("--stem-heads", type=int, help="resampler heads (default 8)")
-        p.add_argument("--n-freqs", type=int, help="Fourier octaves of the position (default 8)")
-        p.add_argument(
+    def gs(p: argparse.ArgumentParser) -> Any:
+        g = p.add_argument_group("splat encoder (gscodec)")
+        g.add_argument("--n-tokens", type=int, help="stem output tokens (default 196)")
+        g.add_argument("--stem-dim", type=int, help="resampler width (default 256)")
+        g.add_argument("--stem-depth", type=int, help="resampler layers (default 2)")
+        g.add_argument("--stem-heads", type=int, help="resampler heads (default 8)")
+        g.add_argument("--n-freqs", type=int, help="Fourier octaves of the position (default 8)")
+        g.add_argument(
+            "--query-grid",
+            action="store_true",
+            default=None,
+            help="resampler queries with positions: a grid, a distance bias, patch positions",
+        )
+        g.add_argument(
             "--unlocked-blocks", type=int, default=2, help="leading ViT blocks left trainable"
         )
-        p.add_argument(
+        g.add_argument(
             "--backbone-lr-scale",
             type=float,
             default=0.1,
             help="LR factor of the unfrozen backbone",
         )
+        return g
 
     p = sub.add_parser("rgb", help="train an RGB CLIP teacher on image shards")
     training(p)
     p = sub.add_parser("distill", help="stage 1: match the RGB teacher's image embeddings")
     training(p)
-    gs(p)
-    p.add_argument(
+    g = gs(p)
+    g.add_argument(
         "--teacher", required=True, help="RGB teacher checkpoint (also the default --pretrained)"
     )
-    p.add_argument(
+    g.add_argument(
         "--rgb-data", nargs="+", required=True, help="RGB shards holding the GS samples' keys"
     )
     p = sub.add_parser("align", help="stage 2: contrastive alignment with the text tower")
     training(p)
-    gs(p)
-    p.add_argument(
+    g = gs(p)
+    g.add_argument(
         "--from-scratch",
         action="store_true",
         help="ablation: fresh, fully trainable image tower; only the text tower comes from --pretrained",
@@ -687,23 +987,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="zero-shot classification / retrieval of a checkpoint")
     common(p)
     p.add_argument("--checkpoint", required=True, help="RGB or GS checkpoint file")
-    p.add_argument("--output", help="append the result as a JSON line to this file")
+    p.add_argument(
+        "--zeroshot-data",
+        nargs="+",
+        required=True,
+        help="eval set: tar shards (RGB or GS), class folder or image,caption CSV",
+    )
+    p.add_argument(
+        "--task",
+        choices=sorted(TASKS),
+        help="default: classification if the data has class labels, else retrieval",
+    )
+    p.add_argument("--dataset", help="dataset name in the result (default: --zeroshot-data)")
+    p.add_argument("--output", help="also write the result (CLIP_benchmark's JSON) to this file")
     p.set_defaults(batch_size=512)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Entry point of ``gscodec-train``."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run parsed ``gscodec-train`` arguments: the eval record, or the last epoch's summary."""
     if args.command == "eval":
-        if not args.zeroshot_data:
-            raise SystemExit("error: eval needs --zeroshot-data")
         return _run_eval(args)
+    args.train_data = split_sources(args.train_data)
+    if getattr(args, "rgb_data", None):
+        args.rgb_data = split_sources(args.rgb_data)
     device = _setup_distributed(args)
     try:
+        if args.name is None:
+            args.name = default_run_name(args)
         stage = build_stage(args)
         return train(stage, args, device)
     finally:
@@ -711,5 +1022,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             torch.distributed.destroy_process_group()
 
 
+#: What bad input raises (missing files, mismatched checkpoints, empty data,
+#: a missing optional package): reported in one line, not as a traceback.
+_INPUT_ERRORS = (ValueError, OSError, KeyError, ImportError, GSIError)
+
+
+def _one_line(exc: BaseException) -> str:
+    # DataLoader workers re-raise with the worker's traceback in the message: its last line counts
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    message = lines[-1] if lines else type(exc).__name__
+    return message.strip("'\"") if isinstance(exc, KeyError) else message
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``gscodec-train``: 0 on success, 1 with a one-line message on bad input."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        run(args)
+    except _INPUT_ERRORS as exc:
+        print(f"gscodec-train {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -72,11 +72,21 @@ def build_classifier(
 def classification_metrics(
     logits: torch.Tensor, labels: torch.Tensor, topk: Sequence[int] = (1, 5)
 ) -> dict[str, float]:
-    """``{"top1": ..., "top5": ...}``: fraction of rows whose label is among the k best logits."""
+    """CLIP_benchmark's classification metrics of ``logits`` [N, classes] against ``labels`` [N].
+
+    ``acc{k}``: fraction of rows whose label is among the k best logits.
+    ``mean_per_class_recall``: top-1 recall averaged over the classes present
+    in ``labels`` (balanced accuracy), so a frequent class does not dominate.
+    """
     k_max = min(max(topk), logits.shape[1])
     pred = logits.topk(k_max, dim=1).indices
     hit = pred == labels.unsqueeze(1)
-    return {f"top{k}": hit[:, : min(k, k_max)].any(1).float().mean().item() for k in topk}
+    out = {f"acc{k}": hit[:, : min(k, k_max)].any(1).float().mean().item() for k in topk}
+    top1_hit = hit[:, 0].float()
+    classes = labels.unique()
+    recalls = [top1_hit[labels == c].mean() for c in classes]
+    out["mean_per_class_recall"] = torch.stack(recalls).mean().item() if recalls else 0.0
+    return out
 
 
 def retrieval_metrics(
@@ -85,9 +95,12 @@ def retrieval_metrics(
     text_to_image: torch.Tensor,
     ks: Sequence[int] = (1, 5, 10),
 ) -> dict[str, float]:
-    """Recall@k both ways; ``text_to_image[j]`` is the image caption j belongs to.
+    """Recall@k both ways, named as CLIP_benchmark names them.
 
-    Image->text counts a hit when any of the image's captions ranks in the top k.
+    ``text_to_image[j]`` is the image caption j belongs to.
+    ``image_retrieval_recall@k``: fraction of captions whose image ranks in
+    their top k images; ``text_retrieval_recall@k``: fraction of images with
+    any of their captions in their top k captions.
     """
     sim = (
         F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T
@@ -96,12 +109,12 @@ def retrieval_metrics(
     n_images = image_features.shape[0]
     for k in ks:
         top_images = sim.T.topk(min(k, n_images), dim=1).indices  # [texts, k]
-        out[f"text_to_image_R@{k}"] = (
+        out[f"image_retrieval_recall@{k}"] = (
             (top_images == text_to_image.unsqueeze(1)).any(1).float().mean().item()
         )
         top_texts = sim.topk(min(k, sim.shape[1]), dim=1).indices  # [images, k]
         hits = text_to_image[top_texts] == torch.arange(n_images).unsqueeze(1)
-        out[f"image_to_text_R@{k}"] = hits.any(1).float().mean().item()
+        out[f"text_retrieval_recall@{k}"] = hits.any(1).float().mean().item()
     return out
 
 
@@ -158,10 +171,12 @@ def evaluate(
 ) -> dict[str, Any]:
     """Zero-shot metrics of ``model`` on a dataset (tar shards, image folder or caption CSV).
 
-    Classification (``top1``/``top5``) when samples carry ``.cls`` and class
-    names are known (given, or the data's ``classes.txt``); retrieval
-    (``image_to_text_R@k`` / ``text_to_image_R@k``) when they carry ``.txt``
-    captions (one per line). Also returns ``n`` (images evaluated).
+    Classification (`classification_metrics`: ``acc1``, ``acc5``,
+    ``mean_per_class_recall``) when samples carry ``.cls`` and class names
+    are known (given, or the data's ``classes.txt``); retrieval
+    (`retrieval_metrics`: ``image_retrieval_recall@k``,
+    ``text_retrieval_recall@k``) when they carry ``.txt`` captions (one per
+    line). Also returns ``n`` (images evaluated).
     """
     model.eval()
     samples, found_names = iter_eval_samples(paths)

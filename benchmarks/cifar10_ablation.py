@@ -1,0 +1,140 @@
+"""CIFAR-10 student ablation on a subset: variants of the stage-1 student, several seeds.
+
+Small enough for a shared CPU: an RGB teacher trained on the first
+``--train-shards`` train shards, then 16-splat students distilled on the same
+images, one per variant (``--variants NAME=FLAGS``, flags added to
+``gscodec-train distill``) and seed, all evaluated zero-shot on the 10,000
+CIFAR-10 test images, next to the render ceiling (the teacher on the test
+splats decoded to pixels). Finished steps are skipped on a rerun.
+
+    python benchmarks/cifar10_encode.py --splats 16 --train-shards 3   # GS shards, build/cifar10_gs16
+    nice -n 10 python benchmarks/cifar10_ablation.py                    # -> build/cifar10_ablation
+
+Prints a markdown table (per run and mean over seeds) and writes ``ROOT/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from cifar10_clip import run_all, teacher_on_renders, train_cmd, train_seconds, trainable
+from common import SHARED_DATA
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+STEM = ["--n-tokens", "16", "--stem-dim", "64", "--stem-depth", "2", "--stem-heads", "4"]
+STEM += ["--n-freqs", "6"]  # the students of cifar10_clip.py
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", type=Path, default=REPO / "build" / "cifar10_ablation")
+    p.add_argument("--gs-root", type=Path, default=REPO / "build")
+    p.add_argument("--rgb-train", type=Path, default=SHARED_DATA / "cifar10_train_wds")
+    p.add_argument("--rgb-test", type=Path, default=SHARED_DATA / "cifar10_test_jpg")
+    p.add_argument("--train-shards", type=int, default=3, help="first N of the 9 train shards")
+    p.add_argument("--splats", type=int, default=16)
+    p.add_argument("--teacher-epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=2, help="student epochs")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["baseline=", "query_grid=--query-grid"],
+        help="NAME=FLAGS (space-separated gscodec-train distill flags)",
+    )
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (after the teacher)")
+    args = p.parse_args()
+    root = args.root
+    shards = [f"cifar10-train-{i:05d}.tar" for i in range(args.train_shards)]
+    gs_dir = args.gs_root / f"cifar10_gs{args.splats}"
+    gs_train = [str(gs_dir / "train" / name) for name in shards]
+    gs_test = gs_dir / "test"
+    missing = [s for s in [*gs_train, str(gs_test / "summary.json")] if not Path(s).is_file()]
+    if missing:
+        raise SystemExit(
+            f"GS shards missing ({missing[0]} ...): run python benchmarks/cifar10_encode.py "
+            f"--splats {args.splats} --train-shards {args.train_shards} --out-root {args.gs_root}"
+        )
+    rgb_train = [str(args.rgb_train / name) for name in shards]
+    common = ["--batch-size", str(args.batch_size), "--wd", "0.2", "--workers", "1"]
+    common += ["--save-most-recent", "--log-every-n-steps", "20"]
+    teacher_dir = root / "teacher"
+    teacher = teacher_dir / "checkpoints" / f"epoch_{args.teacher_epochs}.pt"
+    runs = [("RGB teacher", None, teacher_dir, teacher, args.rgb_test)]
+    jobs = []
+
+    def exists(path: Path):
+        return lambda: path.is_file()
+
+    if not teacher.is_file():
+        cmd = train_cmd("rgb", teacher_dir, "--train-data", "::".join(rgb_train))
+        cmd += ["--model", str(HERE / "cifar10_clip_model.json"), "--epochs"]
+        cmd += [str(args.teacher_epochs), "--lr", "1e-3", "--warmup", "50", "--seed", "0"]
+        cmd += [*common, "--batch-size", "256"]  # the last --batch-size counts
+        jobs.append(
+            {"name": "teacher", "cmd": cmd, "log": root / "teacher.out", "ready": lambda: True}
+        )
+    for variant in args.variants:
+        name, _, flags = variant.partition("=")
+        for seed in args.seeds:
+            out = root / f"{name}_s{seed}"
+            ckpt = out / "checkpoints" / f"epoch_{args.epochs}.pt"
+            runs.append((name, seed, out, ckpt, gs_test))
+            if not ckpt.is_file():
+                cmd = train_cmd("distill", out, "--train-data", "::".join(gs_train))
+                cmd += ["--rgb-data", *rgb_train, "--teacher", str(teacher)]
+                cmd += ["--epochs", str(args.epochs), "--lr", "1e-3", "--warmup", "20"]
+                cmd += ["--seed", str(seed), *STEM, *flags.split(), *common]
+                log = root / f"{out.name}.out"
+                jobs.append({"name": out.name, "cmd": cmd, "log": log, "ready": exists(teacher)})
+    for _, _, out, ckpt, test in runs:
+        result = root / "eval" / f"{out.name}.json"
+        if not result.is_file():
+            cmd = [sys.executable, "-m", "gscodec.clip.train", "eval", "--checkpoint", str(ckpt)]
+            cmd += ["--zeroshot-data", str(test), "--dataset", "cifar10", "--output", str(result)]
+            log = root / f"eval_{out.name}.out"
+            jobs.append({"name": f"eval {out.name}", "cmd": cmd, "log": log, "ready": exists(ckpt)})
+    run_all(jobs, args.jobs)
+
+    renders_file = root / "teacher_on_renders.json"
+    if not renders_file.is_file():
+        renders_file.write_text(json.dumps(teacher_on_renders(teacher, gs_test), indent=2))
+    ceiling = json.loads(renders_file.read_text())["acc1"]
+    score = {
+        out: json.loads((root / "eval" / f"{out.name}.json").read_text())["metrics"]
+        for _, _, out, _, _ in runs
+    }
+    teacher_acc = score[teacher_dir]["acc1"]
+    rows = []
+    print(f"Teacher (RGB test JPEGs): top-1 {100 * teacher_acc:.1f}%; render ceiling "
+          f"(teacher on the {args.splats}-splat test set decoded): {100 * ceiling:.1f}%\n")
+    print("| variant | seed | top-1 % | mean per-class recall % | of teacher | of ceiling "
+          "| trainable | train wall min |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, seed, out, _, _ in runs[1:]:
+        m = score[out]
+        row = {"variant": name, "seed": seed, **m, "trainable_fraction": trainable(out),
+               "train_seconds": train_seconds(out)}
+        rows.append(row)
+        print(f"| {name} | {seed} | {100 * m['acc1']:.1f} | {100 * m['mean_per_class_recall']:.1f} "
+              f"| {100 * m['acc1'] / teacher_acc:.0f}% | {100 * m['acc1'] / ceiling:.0f}% "
+              f"| {100 * row['trainable_fraction']:.1f}% | {row['train_seconds'] / 60:.1f} |")
+    for variant in args.variants:
+        name = variant.partition("=")[0]
+        accs = [r["acc1"] for r in rows if r["variant"] == name]
+        spread = f" ± {100 * statistics.stdev(accs):.1f}" if len(accs) > 1 else ""
+        print(f"| **{name}, mean** | {len(accs)} seeds | {100 * statistics.mean(accs):.1f}{spread} "
+              f"| | {100 * statistics.mean(accs) / teacher_acc:.0f}% "
+              f"| {100 * statistics.mean(accs) / ceiling:.0f}% | | |")
+    (root / "results.json").write_text(json.dumps(
+        {"teacher_acc1": teacher_acc, "render_ceiling_acc1": ceiling, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
