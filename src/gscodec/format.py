@@ -12,28 +12,25 @@ Every file starts with an 8-byte signature and a 2-byte version.
 
 Public entry points: `dumps` / `loads` (bytes), `write_file` / `read_file`
 (paths; writes are atomic), `read_header` / `read_payload` /
-`decode_payload` (streams, for lazy readers), `train_dictionary` (a zstd
-dictionary for many small files) and `atomic_path` (temp file + rename for any
-writer).
+`decode_payload` (streams, for lazy readers) and `train_dictionary` (a zstd
+dictionary for many small files). Writes go through `gscodec._io.atomic_write`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import os
-import secrets
 import struct
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, Mapping
+from typing import BinaryIO, Iterable, Mapping
 
 import numpy as np
 import zstandard
 
 from . import quantize as q
+from ._io import atomic_write
 from .errors import GSIError
 from .limits import MAX_SPLATS
 from .splats import FIELDS, Splats
@@ -52,8 +49,6 @@ __all__ = [
     "read_payload",
     "decode_payload",
     "train_dictionary",
-    "atomic_path",
-    "atomic_write",
 ]
 
 #: File signature: non-ASCII first byte, "GSI", CR LF, ^Z, LF (catches text-mode
@@ -426,36 +421,6 @@ def _dumps_v2(splats: Splats, p: q.Precision, meta: bytes,
     raw = b"".join(planes) if use_zstd else raw_layout
     crc = zlib.crc32(raw, zlib.crc32(header))
     return header + (frame if use_zstd else raw) + _U32.pack(crc)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` when the
-    block succeeds, delete it when it raises: readers never see a partial file.
-
-    The temporary name keeps ``path``'s suffix so writers that pick a format
-    by extension (Pillow) still do.
-    """
-    path = Path(path)
-    parent = path.parent
-    if not parent.is_dir():
-        raise FileNotFoundError(f"{path}: output directory {str(parent)!r} does not exist")
-    tmp = parent / f".{path.name}.tmp-{secrets.token_hex(4)}{path.suffix}"
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, rename)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
 
 
 def write_file(path: str | os.PathLike, splats: Splats, *, precision: str = "fp16",
