@@ -13,12 +13,11 @@ exception, and any crash or sanitizer report, is a finding.
 import sys
 
 import atheris
+import numpy as np
 
-with atheris.instrument_imports():
+with atheris.instrument_imports(include=["gscodec"]):  # as in fuzz_open_render.py
     import gscodec
     from gscodec import Splats
-
-import numpy as np
 
 from caps import MAX_SIDE, MAX_SPLATS
 

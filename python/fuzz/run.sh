@@ -15,7 +15,10 @@ mkdir -p "$out/corpus/$harness" "$crashes"
 # both provides the sanitizers and keeps libFuzzer's coverage feedback (gcc's
 # libasan would take over the coverage hooks; see README.md).
 runtime=$("$python" -c "import atheris; print(atheris.path())")/asan_with_fuzzer.so
+# One render thread: one core per fuzz process, and executions that do not
+# depend on the machine's load.
 export LD_PRELOAD=$runtime ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export OMP_NUM_THREADS=1
 "$python" "$here/seeds.py" "$out/seeds" || exit 1
 "$python" "$here/fuzz_$harness.py" "$out/corpus/$harness" "$out/seeds/$harness" \
   -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=4096 \
