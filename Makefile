@@ -37,8 +37,10 @@ test: $(VENV)/.dev
 
 # The CPU core built with -DGSCODEC_SANITIZE=ON (CMakeLists.txt) in a venv of
 # its own (the codec and the dev extra; no torch). The module links no
-# sanitizer runtime: gcc's is preloaded for the tests, atheris' for the fuzzers.
-ASAN_VENV := build/asan/venv
+# sanitizer runtime: gcc's is preloaded for the tests, atheris' for the fuzzers
+# (so, as the install checks, it cannot load without one: it is instrumented).
+ASAN_DIR ?= build/asan
+ASAN_VENV := $(ASAN_DIR)/venv
 ASAN_PY := $(ASAN_VENV)/bin/python
 ASAN_ENV := LD_PRELOAD="$(shell gcc -print-file-name=libasan.so) $(shell gcc -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
@@ -49,8 +51,7 @@ $(ASAN_VENV)/.installed: $(SOURCES) python/fuzz/*.py
 	python3 -m venv $(ASAN_VENV)
 	$(ASAN_PY) -m pip install -q --upgrade pip
 	$(ASAN_PY) -m pip install -q ".[dev]" -Ccmake.define.GSCODEC_SANITIZE=ON \
-		-Ccmake.define.GSCODEC_CUDA=OFF -Cbuild-dir=build/asan/cmake
-	# instrumented: without a preloaded runtime the module cannot load
+		-Ccmake.define.GSCODEC_CUDA=OFF -Cbuild-dir=$(ASAN_DIR)/cmake
 	! $(ASAN_PY) -c "import gscodec" 2>/dev/null
 	touch $@
 
