@@ -47,7 +47,7 @@ ASAN_ENV := LD_PRELOAD="$(shell gcc -print-file-name=libasan.so) $(shell gcc -pr
 ASAN_TESTS := $(addprefix python/tests/,test_render.py test_fit.py test_format.py \
 	test_gradients.py test_bad_input.py test_format_fuzz.py test_fuzz_harnesses.py)
 
-$(ASAN_VENV)/.installed: $(SOURCES) python/fuzz/*.py
+$(ASAN_VENV)/.installed: $(SOURCES)
 	python3 -m venv $(ASAN_VENV)
 	$(ASAN_PY) -m pip install -q --upgrade pip
 	$(ASAN_PY) -m pip install -q ".[dev]" -Ccmake.define.GSCODEC_SANITIZE=ON \
