@@ -1,15 +1,21 @@
 """Work caps shared by the fuzz harnesses.
 
-main has no decode-work limit yet (issue 9): a 588-byte file can ask for 2^20
-full-cover splats, and each such execution would take a minute. Until the
-decoder enforces its own limit, the harnesses skip inputs over these caps so
-that every execution takes milliseconds. Once the limit lands, the splat cap
-goes (the decoder's limit then decides, and its `GSIError`/`ValueError` is an
-expected outcome); the output-size cap stays, to keep executions fast.
+The decoder bounds its own work (`gscodec.limits`, issue 9): over
+`MAX_DECODE_WORK` splat-tile pairs a decode raises `GSIError` (files) or
+`DecodeLimitError` (API), and those are expected outcomes. The harnesses lower
+that limit (`apply`) so that even an input at the limit renders in
+milliseconds, and render at most `MAX_SIDE` x `MAX_SIDE` pixels.
 """
 
-MAX_SPLATS = 4096  # splats per input
+import gscodec
+
 MAX_SIDE = 64  # output width and height, pixels (at most 16 tiles)
+MAX_DECODE_WORK = 1 << 16  # splat x tile pairs per decode: 16 full tiles of 4096 splats
+
+
+def apply() -> None:
+    """Set the harnesses' decode-work limit (the decoder checks it before rendering)."""
+    gscodec.limits.MAX_DECODE_WORK = MAX_DECODE_WORK
 
 
 def output_size(width: int, height: int) -> tuple[int, int]:
