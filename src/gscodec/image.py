@@ -270,7 +270,7 @@ def load_image(image: Any) -> np.ndarray:
 
 
 def encode(image: Any, *, n_splats: int | None = None, bpp: float | None = None,
-           iterations: int = 2000, precision: str | None = None,
+           iterations: int = engine.DEFAULT_ITERATIONS, precision: str | None = None,
            device: str = "auto") -> GSImage:
     """Fit (encode) an image into splats and return the resulting `GSImage`.
 
@@ -292,8 +292,13 @@ def encode(image: Any, *, n_splats: int | None = None, bpp: float | None = None,
     if bpp is None:
         if n_splats is None:
             n_splats = max(1, min(math.ceil(width * height / 64), engine.MAX_SPLATS))
-        splats = engine.fit(pixels, n_splats, iterations=iterations, device=device)
-        data = fmt.dumps(splats, precision=precision or DEFAULT_PRECISION)
+        precision = precision or DEFAULT_PRECISION
+        # The CPU fit returns splats already on a quantized precision's grid.
+        on_grid = q.parse_precision(precision).mode == q.MODE_QUANT \
+            and engine._resolve_device(device) == "cpu"
+        splats = engine.fit(pixels, n_splats, iterations=iterations, device=device,
+                            quantize_for=precision if on_grid else None)
+        data = fmt.dumps(splats, precision=precision)
     else:
         data = _encode_to_rate(pixels, bpp, precision, iterations, device)
     return open(data)
