@@ -202,7 +202,7 @@ py::array solve_colors_px_f64(const CArray<double>& params, const CArray<double>
   for (size_t i = 0; i < splats.size(); ++i)
     for (int ch = 0; ch < 3; ++ch)
       colors.mutable_data()[3 * i + ch] = params.data()[i * gs::kParamsPerSplat + gs::kR + ch];
-  gs::cpu::solve_colors(eq, colors.mutable_data(), false);
+  gs::cpu::solve_colors(eq, colors.mutable_data(), false, 1e-20);
   return colors;
 }
 

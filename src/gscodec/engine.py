@@ -22,7 +22,7 @@ MAX_SIDE = 65535
 MAX_PIXELS = int(_core.MAX_PIXELS)
 #: `fit`'s default iteration count, chosen by measured time-to-quality
 #: (docs/benchmarks.md, "Encoder v2").
-DEFAULT_ITERATIONS = 300
+DEFAULT_ITERATIONS = 200
 
 #: The paper's fit (grid init, Adam, optional luminance pruning): what the
 #: CUDA backend runs, and the ablation's baseline on the CPU.
