@@ -7,10 +7,14 @@
 #include <pybind11/stl.h>
 
 #include <limits>
+#include <atomic>
+#include <chrono>
+#include <future>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "cpu/color_solve.h"
 #include "cpu/fit.h"
 #include "cpu/loss.h"
 #include "cpu/render.h"
@@ -130,10 +134,31 @@ py::list fit(const std::vector<CArray<uint8_t>>& images, const gs::FitOptions& o
   if (opts.n_splats < 1 || opts.n_splats > gs::kMaxSplats || opts.iterations < 0 ||
       opts.iterations > gs::kMaxIterations)
     throw std::invalid_argument("options.n_splats or options.iterations is out of range");
+  // The fit runs on a worker thread while this one, every kSignalPollMs, takes
+  // the GIL to let Python run its signal handlers: Ctrl-C raises
+  // KeyboardInterrupt here, and the fit, which polls `cancel` every iteration,
+  // stops within a step.
+  constexpr int kSignalPollMs = 50;
+  std::atomic<bool> cancel{false};
+  gs::FitOptions worker_opts = opts;
+  worker_opts.cancel = &cancel;
   std::vector<gs::FitResult> results;
   {
     py::gil_scoped_release release;
-    results = gs::cpu::fit_batch(views, opts);
+    std::future<std::vector<gs::FitResult>> done =
+        std::async(std::launch::async, [&] { return gs::cpu::fit_batch(views, worker_opts); });
+    while (done.wait_for(std::chrono::milliseconds(kSignalPollMs)) != std::future_status::ready) {
+      py::gil_scoped_acquire acquire;
+      if (PyErr_CheckSignals() != 0) {
+        cancel = true;
+        {
+          py::gil_scoped_release wait;
+          done.wait();
+        }
+        throw py::error_already_set();
+      }
+    }
+    results = done.get();
   }
   py::list out;
   for (const gs::FitResult& r : results) {
@@ -185,6 +210,31 @@ py::array render_backward_px_f64(const CArray<double>& params, int width, int he
   return grad;
 }
 
+// The colour solve over pixel-space splats against an H x W x 3 float target;
+// returns the solved (N, 3) colours (the splats' colours are the warm start).
+py::array solve_colors_px_f64(const CArray<double>& params, const CArray<double>& target) {
+  if (target.ndim() != 3 || target.shape(2) != 3)
+    throw std::invalid_argument("target must have shape (height, width, 3)");
+  const int height = static_cast<int>(target.shape(0)), width = static_cast<int>(target.shape(1));
+  check_size(width, height);
+  const auto splats = pixel_splats(params);
+  std::vector<gs::cpu::PixelBox> boxes(splats.size());
+  for (size_t i = 0; i < splats.size(); ++i) boxes[i] = gs::cpu::cutoff_box(splats[i], width, height);
+  gs::cpu::TileBins bins;
+  gs::cpu::bin_boxes(boxes, width, height, bins);
+  const size_t plane = size_t(width) * height;
+  std::vector<double> planar(3 * plane);
+  for (size_t p = 0; p < plane; ++p)
+    for (int ch = 0; ch < 3; ++ch) planar[ch * plane + p] = target.data()[3 * p + ch];
+  const auto eq = gs::cpu::normal_equations(splats, boxes, bins, planar.data(), width, height, false);
+  CArray<double> colors({static_cast<py::ssize_t>(splats.size()), py::ssize_t(3)});
+  for (size_t i = 0; i < splats.size(); ++i)
+    for (int ch = 0; ch < 3; ++ch)
+      colors.mutable_data()[3 * i + ch] = params.data()[i * gs::kParamsPerSplat + gs::kR + ch];
+  gs::cpu::solve_colors(eq, colors.mutable_data(), false, 1e-20);
+  return colors;
+}
+
 py::tuple l2_loss_and_grad_f64(const CArray<double>& render, const CArray<double>& target) {
   if (render.size() != target.size()) throw std::invalid_argument("render and target differ in size");
   CArray<double> grad(std::vector<py::ssize_t>(render.shape(), render.shape() + render.ndim()));
@@ -222,11 +272,14 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init<>())
       .def_readwrite("n_splats", &gs::FitOptions::n_splats)
       .def_readwrite("iterations", &gs::FitOptions::iterations)
-      .def_property("init", [](const gs::FitOptions& o) { return o.init == gs::InitMode::kGrid ? "grid" : "random"; },
+      .def_property("init", [](const gs::FitOptions& o) {
+                      return o.init == gs::InitMode::kGrid ? "grid"
+                             : o.init == gs::InitMode::kContent ? "content" : "random"; },
                     [](gs::FitOptions& o, const std::string& s) {
                       if (s == "grid") o.init = gs::InitMode::kGrid;
                       else if (s == "random") o.init = gs::InitMode::kRandom;
-                      else throw std::invalid_argument("init must be 'grid' or 'random'");
+                      else if (s == "content") o.init = gs::InitMode::kContent;
+                      else throw std::invalid_argument("init must be 'grid', 'random' or 'content'");
                     })
       .def_readwrite("seed", &gs::FitOptions::seed)
       .def_readwrite("lr_position", &gs::FitOptions::lr_position)
@@ -236,6 +289,13 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("l1_color", &gs::FitOptions::l1_color)
       .def_readwrite("prune_threshold", &gs::FitOptions::prune_threshold)
       .def_readwrite("prune_every", &gs::FitOptions::prune_every)
+      .def_readwrite("densify_fraction", &gs::FitOptions::densify_fraction)
+      .def_readwrite("densify_rounds", &gs::FitOptions::densify_rounds)
+      .def_readwrite("respawn_fraction", &gs::FitOptions::respawn_fraction)
+      .def_readwrite("color_solve", &gs::FitOptions::color_solve)
+      .def_readwrite("qat_bits", &gs::FitOptions::qat_bits)
+      .def_readwrite("qat_relative", &gs::FitOptions::qat_relative)
+      .def_readwrite("qat_fraction", &gs::FitOptions::qat_fraction)
       .def_readwrite("threads", &gs::FitOptions::threads);
 
   m.def("render_batch", &render_batch, py::arg("params"), py::arg("widths"), py::arg("heights"),
@@ -247,6 +307,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("_render_px_f64", &render_px_f64);
   m.def("_render_backward_px_f64", &render_backward_px_f64);
   m.def("_l2_loss_and_grad_f64", &l2_loss_and_grad_f64);
+  m.def("_solve_colors_px_f64", &solve_colors_px_f64);
+  m.attr("COLOR_RIDGE") = gs::cpu::kColorRidge;
 #ifdef GSCODEC_WITH_CUDA
   gs::gpu::register_bindings(m);  // _cuda_fit, _cuda_render_batch and the CUDA test hooks
 #endif
