@@ -86,6 +86,22 @@ GS_HD PixelSplat<T> from_pixel_params(const T* p) {
   return s;
 }
 
+// Pixel splat -> normalized row (the inverse of to_pixel_splat for a W x H
+// image): how both backends' fits return their splats. The fit clamps centres
+// to the image in its own units; clamping again keeps float rounding from
+// putting them a hair outside [0, 1] (NaN passes through, as std::clamp).
+GS_HD void to_normalized_row(const PixelSplat<float>& s, float width, float height, float* row) {
+  const float x = s.mx / width, y = s.my / height;
+  row[kX] = x < 0.f ? 0.f : (1.f < x ? 1.f : x);
+  row[kY] = y < 0.f ? 0.f : (1.f < y ? 1.f : y);
+  row[kA] = s.a / width;
+  row[kB] = s.b / height;
+  row[kC] = s.c / height;
+  row[kR] = s.r;
+  row[kG] = s.g;
+  row[kBlue] = s.bl;
+}
+
 // Half extents of the axis-aligned box that holds the cutoff ellipse exactly:
 // sqrt(cutoff * Sigma_xx) and sqrt(cutoff * Sigma_yy).
 template <typename T>
