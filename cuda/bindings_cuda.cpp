@@ -81,30 +81,36 @@ py::array render_px_hook(const CArray<float>& params, int width, int height, boo
   return out;
 }
 
-py::array render_backward_px_hook(const CArray<float>& params, int width, int height,
-                                  const CArray<float>& grad_image, bool force_direct) {
+// A gradient hook: n x 8 pixel-unit gradients of params against an H x W x 3
+// image (`name`), computed by gradient(params, n, width, height, image).
+template <typename T, typename Gradient>
+py::array gradient_hook(const CArray<float>& params, int width, int height, const CArray<T>& image,
+                        const char* name, Gradient gradient) {
   check_size(width, height);
-  check_image(grad_image, width, height, "grad_image");
+  check_image(image, width, height, name);
   const int n = splat_count(params, "params");
   std::vector<float> g;
   {
     py::gil_scoped_release release;
-    g = render_backward_px(params.data(), n, width, height, grad_image.data(), force_direct);
+    g = gradient(params.data(), n, width, height, image.data());
   }
   return rows_array(g);
 }
 
+py::array render_backward_px_hook(const CArray<float>& params, int width, int height,
+                                  const CArray<float>& grad_image, bool force_direct) {
+  return gradient_hook(params, width, height, grad_image, "grad_image",
+                       [force_direct](const float* p, int n, int w, int h, const float* image) {
+                         return render_backward_px(p, n, w, h, image, force_direct);
+                       });
+}
+
 py::array fit_grad_px_hook(const CArray<float>& params, int width, int height, const CArray<uint8_t>& target,
                            bool force_direct) {
-  check_size(width, height);
-  check_image(target, width, height, "target");
-  const int n = splat_count(params, "params");
-  std::vector<float> g;
-  {
-    py::gil_scoped_release release;
-    g = fit_grad_px(params.data(), n, width, height, target.data(), force_direct);
-  }
-  return rows_array(g);
+  return gradient_hook(params, width, height, target, "target",
+                       [force_direct](const float* p, int n, int w, int h, const uint8_t* image) {
+                         return fit_grad_px(p, n, w, h, image, force_direct);
+                       });
 }
 
 py::tuple bin_tiles_hook(const CArray<float>& params, int width, int height) {

@@ -148,15 +148,13 @@ random_positions_kernel(const float* __restrict__ u, BatchView batch, const floa
                         float* __restrict__ params) {
   ThreadSlot t;
   if (!thread_slot(batch, &t)) return;
-  const int s = t.slot, b = t.image, i = t.index;
-  const ImageDesc& d = t.d;
-  const float x = u[2 * i] * float(d.width), y = u[2 * i + 1] * float(d.height);
-  float* p = params + size_t(s) * kParamsPerSplat;
-  p[kX] = x / d.cell;
-  p[kY] = y / d.cell;
-  p[kA] = log_std0[b];
+  const float x = u[2 * t.index] * float(t.d.width), y = u[2 * t.index + 1] * float(t.d.height);
+  float* p = params + size_t(t.slot) * kParamsPerSplat;
+  p[kX] = x / t.d.cell;
+  p[kY] = y / t.d.cell;
+  p[kA] = log_std0[t.image];
   p[kB] = 0.f;
-  p[kC] = log_std0[b];
+  p[kC] = log_std0[t.image];
   p[kR] = p[kG] = p[kBlue] = 1.f;
 }
 

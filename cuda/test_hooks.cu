@@ -26,6 +26,13 @@ struct Single {
     splats.allocate(n, s);
     bins.init(batch.n_tiles, s);
   }
+  // A hook's output, copied back once the work queued on the stream is done.
+  std::vector<float> result(const DeviceBuffer<float>& out) {
+    std::vector<float> host(out.size());
+    out.download(host.data(), host.size(), s);
+    s.sync();
+    return host;
+  }
   TileLists bin(bool force_direct) {
     return bin_exact_sorted(Units::kPixel, params.get(), batch.view(), splats.get(), bins,
                             force_direct ? 0ull : ~0ull, s);
@@ -41,10 +48,7 @@ std::vector<float> render_px(const float* params, int n, int width, int height, 
   DeviceBuffer<float> image(size_t(3) * width * height, one.s);
   launch_render_forward(Output::kInterleavedF32, one.batch.view(), one.splats.get(), lists, image.get(),
                         nullptr, one.s);
-  std::vector<float> out(image.size());
-  image.download(out.data(), out.size(), one.s);
-  one.s.sync();
-  return out;
+  return one.result(image);
 }
 
 std::vector<float> render_backward_px(const float* params, int n, int width, int height,
@@ -56,10 +60,7 @@ std::vector<float> render_backward_px(const float* params, int n, int width, int
   gi.upload(grad_image, gi.size(), one.s);
   grad.zero(one.s);
   launch_backward_from_image(one.batch.view(), one.splats.get(), lists, gi.get(), grad.get(), one.s);
-  std::vector<float> out(grad.size());
-  grad.download(out.data(), out.size(), one.s);
-  one.s.sync();
-  return out;
+  return one.result(grad);
 }
 
 std::vector<float> fit_grad_px(const float* params, int n, int width, int height, const uint8_t* target,
@@ -75,10 +76,7 @@ std::vector<float> fit_grad_px(const float* params, int n, int width, int height
   launch_pack_rgb(rgb.get(), px, packed.get(), one.s);
   grad.zero(one.s);
   launch_fit_tiles(one.batch.view(), one.splats.get(), lists, packed.get(), grad.get(), one.s);
-  std::vector<float> out(grad.size());
-  grad.download(out.data(), out.size(), one.s);
-  one.s.sync();
-  return out;
+  return one.result(grad);
 }
 
 std::pair<std::vector<long long>, std::vector<int>> bin_tiles_px(const float* params, int n, int width,
