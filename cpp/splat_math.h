@@ -69,21 +69,11 @@ GS_HD PixelSplat<T> to_pixel_splat(const T* p, T width, T height) {
   return s;
 }
 
-// Pixel-space parameter row (as used inside the fitting loop) -> pixel splat.
+// Pixel-space parameter row (as used inside the fitting loop) -> pixel splat:
+// a normalized row of a 1 x 1 image (multiplying by 1 is exact).
 template <typename T>
 GS_HD PixelSplat<T> from_pixel_params(const T* p) {
-  PixelSplat<T> s;
-  s.mx = p[kX];
-  s.my = p[kY];
-  s.a = p[kA];
-  s.b = p[kB];
-  s.c = p[kC];
-  s.inv_a = T(1) / s.a;
-  s.inv_c = T(1) / s.c;
-  s.r = p[kR];
-  s.g = p[kG];
-  s.bl = p[kBlue];
-  return s;
+  return to_pixel_splat(p, T(1), T(1));
 }
 
 // Pixel splat -> normalized row (the inverse of to_pixel_splat for a W x H
