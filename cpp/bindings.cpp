@@ -6,7 +6,6 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <limits>
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -20,6 +19,7 @@
 #include "cpu/render.h"
 #include "core_limits.h"
 #include "parallel_errors.h"
+#include "py_arrays.h"
 #include "splat_math.h"
 
 namespace py = pybind11;
@@ -37,15 +37,7 @@ template <typename T>
 using CArray = py::array_t<T, py::array::c_style>;
 
 using gs::check_size;
-
-template <typename T>
-const T* splat_rows(const CArray<T>& params, const char* name) {
-  if (params.ndim() != 2 || params.shape(1) != gs::kParamsPerSplat)
-    throw std::invalid_argument(std::string(name) + " must have shape (N, 8)");
-  if (params.shape(0) > std::numeric_limits<int>::max())  // splat ids are int (render.h)
-    throw std::invalid_argument(std::string(name) + " has too many rows");
-  return params.data();
-}
+using namespace gs::py_arrays;
 
 // planar 3 x H x W -> interleaved H x W x 3 array
 template <typename Out, typename T, typename Convert>
@@ -66,14 +58,12 @@ std::vector<float> render_planar(const float* rows, size_t n, int width, int hei
 
 py::list render_batch(const std::vector<CArray<float>>& params, const std::vector<int>& widths,
                       const std::vector<int>& heights, bool as_u8) {
+  check_render_args(params, widths, heights);
   const int b = static_cast<int>(params.size());
-  if (widths.size() != params.size() || heights.size() != params.size())
-    throw std::invalid_argument("params, widths and heights must have the same length");
   std::vector<const float*> rows(b);
   std::vector<size_t> counts(b);
   for (int i = 0; i < b; ++i) {
-    check_size(widths[i], heights[i]);
-    rows[i] = splat_rows(params[i], "params");
+    rows[i] = params[i].data();
     counts[i] = params[i].shape(0);
   }
   std::vector<std::vector<float>> planar(b);
@@ -103,14 +93,12 @@ py::list render_batch(const std::vector<CArray<float>>& params, const std::vecto
 // decode-work limit that engine.py checks before rendering on any backend.
 std::vector<uint64_t> decode_work(const std::vector<CArray<float>>& params, const std::vector<int>& widths,
                                   const std::vector<int>& heights) {
+  check_render_args(params, widths, heights);
   const int b = static_cast<int>(params.size());
-  if (widths.size() != params.size() || heights.size() != params.size())
-    throw std::invalid_argument("params, widths and heights must have the same length");
   std::vector<const float*> rows(b);
   size_t total = 0;
   for (int i = 0; i < b; ++i) {
-    check_size(widths[i], heights[i]);
-    rows[i] = splat_rows(params[i], "params");
+    rows[i] = params[i].data();
     total += params[i].shape(0);
   }
   std::vector<uint64_t> work(b);
@@ -124,16 +112,7 @@ std::vector<uint64_t> decode_work(const std::vector<CArray<float>>& params, cons
 }
 
 py::list fit(const std::vector<CArray<uint8_t>>& images, const gs::FitOptions& opts) {
-  std::vector<gs::cpu::ImageView> views;
-  for (const auto& img : images) {
-    if (img.ndim() != 3 || img.shape(2) != 3 || img.shape(0) < 1 || img.shape(1) < 1)
-      throw std::invalid_argument("images must be non-empty H x W x 3 uint8 arrays");
-    check_size(img.shape(1), img.shape(0));
-    views.push_back({img.data(), static_cast<int>(img.shape(1)), static_cast<int>(img.shape(0))});
-  }
-  if (opts.n_splats < 1 || opts.n_splats > gs::kMaxSplats || opts.iterations < 0 ||
-      opts.iterations > gs::kMaxIterations)
-    throw std::invalid_argument("options.n_splats or options.iterations is out of range");
+  const std::vector<gs::ImageView> views = fit_images(images, opts);
   // The fit runs on a worker thread while this one, every kSignalPollMs, takes
   // the GIL to let Python run its signal handlers: Ctrl-C raises
   // KeyboardInterrupt here, and the fit, which polls `cancel` every iteration,
@@ -160,18 +139,7 @@ py::list fit(const std::vector<CArray<uint8_t>>& images, const gs::FitOptions& o
     }
     results = done.get();
   }
-  py::list out;
-  for (const gs::FitResult& r : results) {
-    const py::ssize_t n = static_cast<py::ssize_t>(r.params.size() / gs::kParamsPerSplat);
-    CArray<float> arr({n, static_cast<py::ssize_t>(gs::kParamsPerSplat)});
-    std::copy(r.params.begin(), r.params.end(), arr.mutable_data());
-    py::dict stats;
-    stats["psnr"] = r.psnr;
-    stats["iterations"] = r.iterations;
-    stats["n_initial"] = r.n_initial;
-    out.append(py::make_tuple(arr, stats));
-  }
-  return out;
+  return fit_results(results);
 }
 
 // Test hooks in double precision over pixel-space parameters (x, y, a, b, c, r,
@@ -194,9 +162,7 @@ py::array render_px_f64(const CArray<double>& params, int width, int height) {
 py::array render_backward_px_f64(const CArray<double>& params, int width, int height,
                                  const CArray<double>& grad_image) {
   check_size(width, height);
-  if (grad_image.ndim() != 3 || grad_image.shape(0) != height || grad_image.shape(1) != width ||
-      grad_image.shape(2) != 3)
-    throw std::invalid_argument("grad_image must have shape (height, width, 3)");
+  check_image(grad_image, width, height, "grad_image");
   const auto splats = pixel_splats(params);
   std::vector<gs::cpu::PixelBox> boxes(splats.size());
   for (size_t i = 0; i < splats.size(); ++i) boxes[i] = gs::cpu::cutoff_box(splats[i], width, height);

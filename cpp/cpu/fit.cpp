@@ -13,6 +13,7 @@
 #include "../parallel_errors.h"
 #include "isa_target.h"        // after the standard headers, before the kernels
 
+#include "../grid_shape.h"
 #include "../splat_math.h"
 #include "color_solve.h"
 #include "densify.h"
@@ -178,11 +179,9 @@ class Fitter {
   // product nx*ny leaves a few extra splats; they go to the cells whose colour
   // varies most, offset by a quarter cell, at half the width.
   void init_grid(int N) {
-    int nx = std::max(1, int(std::lround(std::sqrt(double(N) * w_ / h_))));
-    nx = std::min(nx, N);
-    const int ny = std::max(1, N / nx);
-    const float sx = float(w_) / nx, sy = float(h_) / ny;
-    const float std0 = std::max(kMinStd, 0.5f * std::min(sx, sy));
+    const GridShape grid = grid_shape(N, w_, h_);
+    const int nx = grid.nx, ny = grid.ny;
+    const float sx = grid.sx, sy = grid.sy, std0 = grid.std0;
     std::vector<int> cell_of;  // grid cell that each splat's colour comes from
     for (int j = 0; j < ny; ++j)
       for (int i = 0; i < nx; ++i) {
@@ -194,7 +193,7 @@ class Fitter {
     std::vector<int> count(nx * ny, 0);
     for (int y = 0; y < h_; ++y)
       for (int x = 0; x < w_; ++x) {
-        const int c = std::min(ny - 1, int(y / sy)) * nx + std::min(nx - 1, int(x / sx));
+        const int c = cell_index(y, sy, ny) * nx + cell_index(x, sx, nx);
         ++count[c];
         for (int ch = 0; ch < 3; ++ch) {
           const double v = target_[ch * plane_ + size_t(y) * w_ + x];
@@ -225,7 +224,7 @@ class Fitter {
     std::vector<double> cover(nx * ny, 0.0);
     for (int y = 0; y < h_; ++y)
       for (int x = 0; x < w_; ++x) {
-        const int c = std::min(ny - 1, int(y / sy)) * nx + std::min(nx - 1, int(x / sx));
+        const int c = cell_index(y, sy, ny) * nx + cell_index(x, sx, nx);
         cover[c] += render_[size_t(y) * w_ + x];
       }
     for (int i = 0; i < n(); ++i) {
@@ -433,18 +432,7 @@ class Fitter {
     r.n_initial = n() + pruned_;
     r.params.resize(params_.size());
     for (int i = 0; i < n(); ++i) {
-      const PixelSplat<float>& s = splats_[i];
-      float* o = &r.params[size_t(i) * kParamsPerSplat];
-      // Centres were clamped to the image in cell units; clamp again so float
-      // rounding cannot put them a hair outside [0, 1].
-      o[kX] = std::clamp(s.mx / w_, 0.f, 1.f);
-      o[kY] = std::clamp(s.my / h_, 0.f, 1.f);
-      o[kA] = s.a / w_;
-      o[kB] = s.b / h_;
-      o[kC] = s.c / h_;
-      o[kR] = s.r;
-      o[kG] = s.g;
-      o[kBlue] = s.bl;
+      to_normalized_row(splats_[i], float(w_), float(h_), &r.params[size_t(i) * kParamsPerSplat]);
     }
     // The PSNR of what a decoder makes of the returned splats (the decode render
     // differs from the fit's own in the last bits: it never contracts a*b+c).
