@@ -32,7 +32,8 @@ EMU_TESTS := not psnr_matches_cpu and not 4096 and not mixed_size
 test: $(VENV)/.dev
 	$(PY) -m pytest -q -p no:cacheprovider
 	$(PY) cuda/emu/build.py build/emu
-	PYTHONPATH=build/emu $(PY) -m pytest -q -p no:cacheprovider -m gpu python/tests/test_cuda.py -k "$(EMU_TESTS)"
+	PYTHONPATH=build/emu $(PY) -m pytest -q -p no:cacheprovider -m gpu \
+		python/tests/test_cuda.py python/tests/test_gradients.py python/tests/test_hostile.py -k "$(EMU_TESTS)"
 	$(MAKE) test-asan fuzz
 
 # The CPU core built with -DGSCODEC_SANITIZE=ON (CMakeLists.txt) in a venv of
