@@ -384,9 +384,9 @@ def estimate_bits_per_splat(precision: str | Precision, n_splats: int, width: in
 
     Fitted to the v2 files of cached fits at q6-q10 (``benchmarks/
     bitstream_v2.py estimate``: CIFAR-10 at 16 / 32 / 64 splats, Kodak-224 at
-    400, Kodak at 3000): the mean measured payload is 0.97-1.03 times it in
-    each set and preset, single files within about ±10%. Rate control
-    corrects it with the measured size.
+    400, Kodak at 3000): the mean measured payload is 0.97-1.04 times it in
+    each set and preset (the previous, version-1.0 fit: 0.90-1.07); single
+    files 0.76-1.15 times. Rate control corrects it with the measured size.
     """
     p = precision if isinstance(precision, Precision) else parse_precision(precision)
     if p.mode == MODE_FP32:

@@ -29,6 +29,9 @@ __all__ = ["encode_to_rate", "BPP_TOLERANCE", "MAX_FITS"]
 BPP_TOLERANCE = 0.10
 MAX_FITS = 3
 _AIM = 1.02  # fits aim this much over the target (trimming is cheaper than a refit)
+# A fit whose precision was just reallocated and lands more than this under
+# the target is refitted with the splats the spared bits buy.
+_SPARE = 0.02
 # Precisions rate control moves up to when the target needs more splats than
 # the image has pixels (more bits per splat is then the only way up).
 _FINER = ("q7", "q8", "q10", "fp16", "fp32")
@@ -131,8 +134,9 @@ def encode_to_rate(pixels: np.ndarray, bpp: float, *, precision: str | None = No
     # Aim a little high: a file over the target can be trimmed without a refit.
     n = min(max_n, _splats_for(target * _AIM, precision, width, height))
     best: tuple[float, bytes, Splats] | None = None
-    for _ in range(MAX_FITS):
+    for attempt in range(MAX_FITS):
         splats = engine.fit(pixels, n, iterations=iterations, device=device)
+        spend_spare = reallocate and attempt + 1 < MAX_FITS and n < max_n
         if reallocate:
             precision = _reallocate(splats, precision)
             reallocate = False
@@ -140,7 +144,7 @@ def encode_to_rate(pixels: np.ndarray, bpp: float, *, precision: str | None = No
         fixed = _header_bits(data)
         bits = len(data) * 8
         error = bits / target - 1
-        if abs(error) <= BPP_TOLERANCE:
+        if abs(error) <= BPP_TOLERANCE and not (spend_spare and error < -_SPARE):
             return data
         if best is None or abs(error) < abs(best[0]):
             best = (error, data, splats)
