@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-# Overridable so a git worktree elsewhere finds the shared data.
+# ../shared/data next to the checkout; GSCODEC_SHARED_DATA overrides it (worktrees).
 SHARED_DATA = Path(os.environ.get("GSCODEC_SHARED_DATA",
                                   Path(__file__).resolve().parents[2] / "shared" / "data"))
 KODAK = SHARED_DATA / "kodak"

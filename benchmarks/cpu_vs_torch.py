@@ -47,10 +47,11 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|")
     for n in args.splats:
         t0 = time.perf_counter()
+        # the paper's fit, which the torch reference implements
         ours = gscodec.fit(images, n, iterations=args.iterations, threads=args.threads,
-                           lr_final_ratio=1.0, **lrs)
+                           lr_final_ratio=1.0, **{**gscodec.engine.PAPER_FIT, **lrs})
         t_ours = (time.perf_counter() - t0) / (len(images) * args.iterations)
-        inits = gscodec.fit(images, n, iterations=0)
+        inits = gscodec.fit(images, n, iterations=0, **gscodec.engine.PAPER_FIT)
         t0 = time.perf_counter()
         theirs = [dense_fit(img, init.to_array(), args.iterations, dtype=torch.float32, **lrs)
                   for img, init in zip(images, inits)]

@@ -1,7 +1,8 @@
 """Kodak-224 fitting quality and speed: the paper's init ablation, reproduced.
 
 For each splat count, iteration budget and init (grid / random), fits every
-Kodak-224 image (one call, so the C++ core spreads images over the cores) and
+Kodak-224 image with the paper's fit (`gscodec.engine.PAPER_FIT`; encoder v2 is
+benchmarks/encoder_v2.py) (one call, so the C++ core spreads images over the cores) and
 reports mean PSNR and wall seconds per image.
 
     python benchmarks/fit_kodak224.py                  # full: 24 images
@@ -42,8 +43,8 @@ def main() -> None:
         for iters in args.iterations:
             for init in args.init:
                 t0 = time.perf_counter()
-                _, stats = gscodec.fit(images, n, iterations=iters, init=init,
-                                       return_stats=True, **extra)
+                options = {**gscodec.engine.PAPER_FIT, "init": init, **extra}
+                _, stats = gscodec.fit(images, n, iterations=iters, return_stats=True, **options)
                 seconds = (time.perf_counter() - t0) / len(images)
                 psnrs = np.array([s["psnr"] for s in stats])
                 rows.append(dict(splats=n, iterations=iters, init=init, mean_psnr=psnrs.mean(),

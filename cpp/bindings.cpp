@@ -6,16 +6,20 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <limits>
+#include <atomic>
+#include <chrono>
+#include <future>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "cpu/color_solve.h"
 #include "cpu/fit.h"
 #include "cpu/loss.h"
 #include "cpu/render.h"
 #include "core_limits.h"
 #include "parallel_errors.h"
+#include "py_arrays.h"
 #include "splat_math.h"
 
 namespace py = pybind11;
@@ -33,15 +37,7 @@ template <typename T>
 using CArray = py::array_t<T, py::array::c_style>;
 
 using gs::check_size;
-
-template <typename T>
-const T* splat_rows(const CArray<T>& params, const char* name) {
-  if (params.ndim() != 2 || params.shape(1) != gs::kParamsPerSplat)
-    throw std::invalid_argument(std::string(name) + " must have shape (N, 8)");
-  if (params.shape(0) > std::numeric_limits<int>::max())  // splat ids are int (render.h)
-    throw std::invalid_argument(std::string(name) + " has too many rows");
-  return params.data();
-}
+using namespace gs::py_arrays;
 
 // planar 3 x H x W -> interleaved H x W x 3 array
 template <typename Out, typename T, typename Convert>
@@ -62,14 +58,12 @@ std::vector<float> render_planar(const float* rows, size_t n, int width, int hei
 
 py::list render_batch(const std::vector<CArray<float>>& params, const std::vector<int>& widths,
                       const std::vector<int>& heights, bool as_u8) {
+  check_render_args(params, widths, heights);
   const int b = static_cast<int>(params.size());
-  if (widths.size() != params.size() || heights.size() != params.size())
-    throw std::invalid_argument("params, widths and heights must have the same length");
   std::vector<const float*> rows(b);
   std::vector<size_t> counts(b);
   for (int i = 0; i < b; ++i) {
-    check_size(widths[i], heights[i]);
-    rows[i] = splat_rows(params[i], "params");
+    rows[i] = params[i].data();
     counts[i] = params[i].shape(0);
   }
   std::vector<std::vector<float>> planar(b);
@@ -99,14 +93,12 @@ py::list render_batch(const std::vector<CArray<float>>& params, const std::vecto
 // decode-work limit that engine.py checks before rendering on any backend.
 std::vector<uint64_t> decode_work(const std::vector<CArray<float>>& params, const std::vector<int>& widths,
                                   const std::vector<int>& heights) {
+  check_render_args(params, widths, heights);
   const int b = static_cast<int>(params.size());
-  if (widths.size() != params.size() || heights.size() != params.size())
-    throw std::invalid_argument("params, widths and heights must have the same length");
   std::vector<const float*> rows(b);
   size_t total = 0;
   for (int i = 0; i < b; ++i) {
-    check_size(widths[i], heights[i]);
-    rows[i] = splat_rows(params[i], "params");
+    rows[i] = params[i].data();
     total += params[i].shape(0);
   }
   std::vector<uint64_t> work(b);
@@ -120,33 +112,34 @@ std::vector<uint64_t> decode_work(const std::vector<CArray<float>>& params, cons
 }
 
 py::list fit(const std::vector<CArray<uint8_t>>& images, const gs::FitOptions& opts) {
-  std::vector<gs::cpu::ImageView> views;
-  for (const auto& img : images) {
-    if (img.ndim() != 3 || img.shape(2) != 3 || img.shape(0) < 1 || img.shape(1) < 1)
-      throw std::invalid_argument("images must be non-empty H x W x 3 uint8 arrays");
-    check_size(img.shape(1), img.shape(0));
-    views.push_back({img.data(), static_cast<int>(img.shape(1)), static_cast<int>(img.shape(0))});
-  }
-  if (opts.n_splats < 1 || opts.n_splats > gs::kMaxSplats || opts.iterations < 0 ||
-      opts.iterations > gs::kMaxIterations)
-    throw std::invalid_argument("options.n_splats or options.iterations is out of range");
+  const std::vector<gs::ImageView> views = fit_images(images, opts);
+  // The fit runs on a worker thread while this one, every kSignalPollMs, takes
+  // the GIL to let Python run its signal handlers: Ctrl-C raises
+  // KeyboardInterrupt here, and the fit, which polls `cancel` every iteration,
+  // stops within a step.
+  constexpr int kSignalPollMs = 50;
+  std::atomic<bool> cancel{false};
+  gs::FitOptions worker_opts = opts;
+  worker_opts.cancel = &cancel;
   std::vector<gs::FitResult> results;
   {
     py::gil_scoped_release release;
-    results = gs::cpu::fit_batch(views, opts);
+    std::future<std::vector<gs::FitResult>> done =
+        std::async(std::launch::async, [&] { return gs::cpu::fit_batch(views, worker_opts); });
+    while (done.wait_for(std::chrono::milliseconds(kSignalPollMs)) != std::future_status::ready) {
+      py::gil_scoped_acquire acquire;
+      if (PyErr_CheckSignals() != 0) {
+        cancel = true;
+        {
+          py::gil_scoped_release wait;
+          done.wait();
+        }
+        throw py::error_already_set();
+      }
+    }
+    results = done.get();
   }
-  py::list out;
-  for (const gs::FitResult& r : results) {
-    const py::ssize_t n = static_cast<py::ssize_t>(r.params.size() / gs::kParamsPerSplat);
-    CArray<float> arr({n, static_cast<py::ssize_t>(gs::kParamsPerSplat)});
-    std::copy(r.params.begin(), r.params.end(), arr.mutable_data());
-    py::dict stats;
-    stats["psnr"] = r.psnr;
-    stats["iterations"] = r.iterations;
-    stats["n_initial"] = r.n_initial;
-    out.append(py::make_tuple(arr, stats));
-  }
-  return out;
+  return fit_results(results);
 }
 
 // Test hooks in double precision over pixel-space parameters (x, y, a, b, c, r,
@@ -169,9 +162,7 @@ py::array render_px_f64(const CArray<double>& params, int width, int height) {
 py::array render_backward_px_f64(const CArray<double>& params, int width, int height,
                                  const CArray<double>& grad_image) {
   check_size(width, height);
-  if (grad_image.ndim() != 3 || grad_image.shape(0) != height || grad_image.shape(1) != width ||
-      grad_image.shape(2) != 3)
-    throw std::invalid_argument("grad_image must have shape (height, width, 3)");
+  check_image(grad_image, width, height, "grad_image");
   const auto splats = pixel_splats(params);
   std::vector<gs::cpu::PixelBox> boxes(splats.size());
   for (size_t i = 0; i < splats.size(); ++i) boxes[i] = gs::cpu::cutoff_box(splats[i], width, height);
@@ -183,6 +174,31 @@ py::array render_backward_px_f64(const CArray<double>& params, int width, int he
                        static_cast<py::ssize_t>(gs::kParamsPerSplat)});
   gs::cpu::render_backward(splats, boxes, width, height, planar.data(), grad.mutable_data(), false);
   return grad;
+}
+
+// The colour solve over pixel-space splats against an H x W x 3 float target;
+// returns the solved (N, 3) colours (the splats' colours are the warm start).
+py::array solve_colors_px_f64(const CArray<double>& params, const CArray<double>& target) {
+  if (target.ndim() != 3 || target.shape(2) != 3)
+    throw std::invalid_argument("target must have shape (height, width, 3)");
+  const int height = static_cast<int>(target.shape(0)), width = static_cast<int>(target.shape(1));
+  check_size(width, height);
+  const auto splats = pixel_splats(params);
+  std::vector<gs::cpu::PixelBox> boxes(splats.size());
+  for (size_t i = 0; i < splats.size(); ++i) boxes[i] = gs::cpu::cutoff_box(splats[i], width, height);
+  gs::cpu::TileBins bins;
+  gs::cpu::bin_boxes(boxes, width, height, bins);
+  const size_t plane = size_t(width) * height;
+  std::vector<double> planar(3 * plane);
+  for (size_t p = 0; p < plane; ++p)
+    for (int ch = 0; ch < 3; ++ch) planar[ch * plane + p] = target.data()[3 * p + ch];
+  const auto eq = gs::cpu::normal_equations(splats, boxes, bins, planar.data(), width, height, false);
+  CArray<double> colors({static_cast<py::ssize_t>(splats.size()), py::ssize_t(3)});
+  for (size_t i = 0; i < splats.size(); ++i)
+    for (int ch = 0; ch < 3; ++ch)
+      colors.mutable_data()[3 * i + ch] = params.data()[i * gs::kParamsPerSplat + gs::kR + ch];
+  gs::cpu::solve_colors(eq, colors.mutable_data(), false, 1e-20);
+  return colors;
 }
 
 py::tuple l2_loss_and_grad_f64(const CArray<double>& render, const CArray<double>& target) {
@@ -222,11 +238,14 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init<>())
       .def_readwrite("n_splats", &gs::FitOptions::n_splats)
       .def_readwrite("iterations", &gs::FitOptions::iterations)
-      .def_property("init", [](const gs::FitOptions& o) { return o.init == gs::InitMode::kGrid ? "grid" : "random"; },
+      .def_property("init", [](const gs::FitOptions& o) {
+                      return o.init == gs::InitMode::kGrid ? "grid"
+                             : o.init == gs::InitMode::kContent ? "content" : "random"; },
                     [](gs::FitOptions& o, const std::string& s) {
                       if (s == "grid") o.init = gs::InitMode::kGrid;
                       else if (s == "random") o.init = gs::InitMode::kRandom;
-                      else throw std::invalid_argument("init must be 'grid' or 'random'");
+                      else if (s == "content") o.init = gs::InitMode::kContent;
+                      else throw std::invalid_argument("init must be 'grid', 'random' or 'content'");
                     })
       .def_readwrite("seed", &gs::FitOptions::seed)
       .def_readwrite("lr_position", &gs::FitOptions::lr_position)
@@ -236,6 +255,13 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("l1_color", &gs::FitOptions::l1_color)
       .def_readwrite("prune_threshold", &gs::FitOptions::prune_threshold)
       .def_readwrite("prune_every", &gs::FitOptions::prune_every)
+      .def_readwrite("densify_fraction", &gs::FitOptions::densify_fraction)
+      .def_readwrite("densify_rounds", &gs::FitOptions::densify_rounds)
+      .def_readwrite("respawn_fraction", &gs::FitOptions::respawn_fraction)
+      .def_readwrite("color_solve", &gs::FitOptions::color_solve)
+      .def_readwrite("qat_bits", &gs::FitOptions::qat_bits)
+      .def_readwrite("qat_relative", &gs::FitOptions::qat_relative)
+      .def_readwrite("qat_fraction", &gs::FitOptions::qat_fraction)
       .def_readwrite("threads", &gs::FitOptions::threads);
 
   m.def("render_batch", &render_batch, py::arg("params"), py::arg("widths"), py::arg("heights"),
@@ -247,6 +273,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("_render_px_f64", &render_px_f64);
   m.def("_render_backward_px_f64", &render_backward_px_f64);
   m.def("_l2_loss_and_grad_f64", &l2_loss_and_grad_f64);
+  m.def("_solve_colors_px_f64", &solve_colors_px_f64);
+  m.attr("COLOR_RIDGE") = gs::cpu::kColorRidge;
 #ifdef GSCODEC_WITH_CUDA
   gs::gpu::register_bindings(m);  // _cuda_fit, _cuda_render_batch and the CUDA test hooks
 #endif

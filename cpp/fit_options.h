@@ -4,6 +4,8 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -11,7 +13,9 @@
 
 namespace gs {
 
-enum class InitMode : int { kGrid = 0, kRandom = 1 };
+// kGrid: the paper's §4.3; kRandom: the ablation's baseline; kContent: centres
+// drawn from the image's gradient energy (CPU backend only, see engine.py).
+enum class InitMode : int { kGrid = 0, kRandom = 1, kContent = 2 };
 
 struct FitOptions {
   int n_splats = 400;
@@ -30,7 +34,28 @@ struct FitOptions {
   // run, splats whose luminance(|colour|) < prune_threshold are removed.
   float prune_threshold = 0.0f;
   int prune_every = 100;
+  // The CPU backend's encoder v2 (engine.py refuses them on CUDA):
+  // densification holds densify_fraction of n_splats back and adds it in
+  // densify_rounds rounds where the residual is largest; each round also moves
+  // the weakest respawn_fraction of the splats there.
+  float densify_fraction = 0.0f;
+  int densify_rounds = 4;
+  float respawn_fraction = 0.0f;
+  // Colours by exact least squares after init, after each densification round
+  // and at the end (the render is linear in the colours).
+  bool color_solve = false;
+  // Quantization-aware finish: bit widths per field (FIELDS order; 0 = off),
+  // position widths relative to ceil(log2(side)) where qat_relative is set,
+  // exactly as quantize.Precision.resolve. The geometry is snapped to that grid,
+  // the colours re-solved for it (with color_solve), then snapped too; the last
+  // qat_fraction of the iterations render through the grid first
+  // (straight-through gradients; measured not to help yet, so 0 by default).
+  std::array<int, 8> qat_bits{};
+  std::array<bool, 8> qat_relative{};
+  float qat_fraction = 0.0f;
   int threads = 0;  // 0: all the cores OpenMP sees
+  // Polled once per iteration; when set, the fit stops and returns nothing.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct FitResult {
@@ -39,6 +64,7 @@ struct FitResult {
   double psnr = 0;            // of the 8-bit render against the 8-bit target, dB
   int iterations = 0;
   int n_initial = 0;          // splats before pruning
+  bool cancelled = false;     // stopped by FitOptions::cancel; params are not a fit
 };
 
 // The loop's fixed constants and schedules, one definition for both backends.
@@ -57,6 +83,12 @@ inline float lr_scale(int it, const FitOptions& o) {
 inline bool prune_due(int it, const FitOptions& o) {
   return o.prune_threshold > 0.f && o.prune_every > 0 && it % o.prune_every == 0 &&
          4 * it >= o.iterations && 4 * it <= 3 * o.iterations;
+}
+
+// Densification round r (1-based) of the run falls on this iteration: the rounds
+// are spread evenly over the first half, leaving the second to settle.
+inline int densify_iteration(int r, const FitOptions& o) {
+  return std::max(1, int(int64_t(o.iterations) * r / (2 * int64_t(o.densify_rounds))));
 }
 
 // Uniform float in [0,1) from a fixed generator, so a seed means the same on

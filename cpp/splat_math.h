@@ -69,21 +69,27 @@ GS_HD PixelSplat<T> to_pixel_splat(const T* p, T width, T height) {
   return s;
 }
 
-// Pixel-space parameter row (as used inside the fitting loop) -> pixel splat.
+// Pixel-space parameter row (as used inside the fitting loop) -> pixel splat:
+// a normalized row of a 1 x 1 image (multiplying by 1 is exact).
 template <typename T>
 GS_HD PixelSplat<T> from_pixel_params(const T* p) {
-  PixelSplat<T> s;
-  s.mx = p[kX];
-  s.my = p[kY];
-  s.a = p[kA];
-  s.b = p[kB];
-  s.c = p[kC];
-  s.inv_a = T(1) / s.a;
-  s.inv_c = T(1) / s.c;
-  s.r = p[kR];
-  s.g = p[kG];
-  s.bl = p[kBlue];
-  return s;
+  return to_pixel_splat(p, T(1), T(1));
+}
+
+// Pixel splat -> normalized row (the inverse of to_pixel_splat for a W x H
+// image): how both backends' fits return their splats. The fit clamps centres
+// to the image in its own units; clamping again keeps float rounding from
+// putting them a hair outside [0, 1] (NaN passes through, as std::clamp).
+GS_HD void to_normalized_row(const PixelSplat<float>& s, float width, float height, float* row) {
+  const float x = s.mx / width, y = s.my / height;
+  row[kX] = x < 0.f ? 0.f : (1.f < x ? 1.f : x);
+  row[kY] = y < 0.f ? 0.f : (1.f < y ? 1.f : y);
+  row[kA] = s.a / width;
+  row[kB] = s.b / height;
+  row[kC] = s.c / height;
+  row[kR] = s.r;
+  row[kG] = s.g;
+  row[kBlue] = s.bl;
 }
 
 // Half extents of the axis-aligned box that holds the cutoff ellipse exactly:

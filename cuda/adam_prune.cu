@@ -21,12 +21,12 @@ __device__ __forceinline__ float clampf(float v, float lo, float hi) {
 __global__ void __launch_bounds__(kThreads)
 adam_kernel(float* __restrict__ params, float* __restrict__ m, float* __restrict__ v,
             const float* __restrict__ grad, BatchView batch, AdamStep st) {
-  const int s = blockIdx.x * blockDim.x + threadIdx.x;
-  if (s >= batch.n_slots) return;
-  const int b = batch.slot_image[s];
-  const ImageDesc d = batch.images[b];
-  const int n = batch.n_active[b];
-  if (s - d.splat_off >= n) return;
+  ThreadSlot t;
+  if (!thread_slot(batch, &t)) return;
+  const int n = batch.n_active[t.image];
+  if (t.index >= n) return;
+  const int s = t.slot;
+  const ImageDesc& d = t.d;
   float* p = params + size_t(s) * kParamsPerSplat;
   float* ms = m + size_t(s) * kParamsPerSplat;
   float* vs = v + size_t(s) * kParamsPerSplat;
@@ -108,24 +108,10 @@ prune_kernel(float* __restrict__ params, float* __restrict__ m, float* __restric
 
 __global__ void __launch_bounds__(kThreads)
 export_kernel(const float* __restrict__ params, BatchView batch, float* __restrict__ out) {
-  const int s = blockIdx.x * blockDim.x + threadIdx.x;
-  if (s >= batch.n_slots) return;
-  const int b = batch.slot_image[s];
-  const ImageDesc d = batch.images[b];
-  if (s - d.splat_off >= batch.n_active[b]) return;
-  const PixelSplat<float> ps = read_splat<Units::kFit>(params + size_t(s) * kParamsPerSplat, d);
-  float* o = out + size_t(s) * kParamsPerSplat;
-  const float w = float(d.width), h = float(d.height);
-  // As Fitter::result: centres were clamped in cell units; clamp again so
-  // float rounding cannot put them a hair outside [0, 1].
-  o[kX] = clampf(ps.mx / w, 0.f, 1.f);
-  o[kY] = clampf(ps.my / h, 0.f, 1.f);
-  o[kA] = ps.a / w;
-  o[kB] = ps.b / h;
-  o[kC] = ps.c / h;
-  o[kR] = ps.r;
-  o[kG] = ps.g;
-  o[kBlue] = ps.bl;
+  ThreadSlot t;
+  if (!thread_slot(batch, &t) || t.index >= batch.n_active[t.image]) return;
+  const PixelSplat<float> ps = read_splat<Units::kFit>(params + size_t(t.slot) * kParamsPerSplat, t.d);
+  to_normalized_row(ps, float(t.d.width), float(t.d.height), out + size_t(t.slot) * kParamsPerSplat);
 }
 
 __global__ void __launch_bounds__(kThreads)

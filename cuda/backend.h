@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "fit_options.h"
+#include "image_view.h"
 
 namespace gs::gpu {
 
@@ -23,13 +24,9 @@ struct DeviceStatus {
 // Never throws; the answer is cached after the first call.
 DeviceStatus device_status();
 
-struct HostImage {
-  const uint8_t* pixels;  // H x W x 3, row-major, interleaved RGB
-  int width, height;
-};
 // Same contract as cpu::fit_batch; results agree with it to float tolerance
 // (atomic accumulation makes the CUDA fit reproducible to rounding, not bitwise).
-std::vector<FitResult> fit_batch(const std::vector<HostImage>& images, const FitOptions& opts);
+std::vector<FitResult> fit_batch(const std::vector<ImageView>& images, const FitOptions& opts);
 
 struct RenderJob {
   const float* params;  // n x 8, normalized (splat_math.h)

@@ -15,6 +15,7 @@
 #include "cpu/render.h"
 #include "core_limits.h"
 #include "plan.h"
+#include "py_arrays.h"
 #include "splat_math.h"
 
 namespace py = pybind11;
@@ -27,59 +28,26 @@ template <typename T>
 using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
 
 using gs::check_size;
-
-int splat_count(const CArray<float>& params, const char* name) {
-  if (params.ndim() != 2 || params.shape(1) != kParamsPerSplat)
-    throw std::invalid_argument(std::string(name) + " must have shape (N, 8)");
-  if (params.shape(0) > (1LL << 30)) throw std::invalid_argument(std::string(name) + " has too many rows");
-  return static_cast<int>(params.shape(0));
-}
-
-void check_image(const py::array& a, int width, int height, const char* name) {
-  if (a.ndim() != 3 || a.shape(0) != height || a.shape(1) != width || a.shape(2) != 3)
-    throw std::invalid_argument(std::string(name) + " must have shape (height, width, 3)");
-}
-
-CArray<float> rows_array(const std::vector<float>& v) {
-  CArray<float> out({static_cast<py::ssize_t>(v.size() / kParamsPerSplat), static_cast<py::ssize_t>(kParamsPerSplat)});
-  std::copy(v.begin(), v.end(), out.mutable_data());
-  return out;
-}
+using namespace gs::py_arrays;
 
 py::list fit(const std::vector<CArray<uint8_t>>& images, const FitOptions& opts) {
-  std::vector<HostImage> views;
-  for (const auto& img : images) {
-    if (img.ndim() != 3 || img.shape(2) != 3 || img.shape(0) < 1 || img.shape(1) < 1)
-      throw std::invalid_argument("images must be non-empty H x W x 3 uint8 arrays");
-    check_size(img.shape(1), img.shape(0));
-    views.push_back({img.data(), static_cast<int>(img.shape(1)), static_cast<int>(img.shape(0))});
-  }
+  const std::vector<ImageView> views = fit_images(images, opts);
   std::vector<FitResult> results;
   {
     py::gil_scoped_release release;
     results = fit_batch(views, opts);
   }
-  py::list out;
-  for (const FitResult& r : results) {
-    py::dict stats;
-    stats["psnr"] = r.psnr;
-    stats["iterations"] = r.iterations;
-    stats["n_initial"] = r.n_initial;
-    out.append(py::make_tuple(rows_array(r.params), stats));
-  }
-  return out;
+  return fit_results(results);
 }
 
 // One host buffer for the whole batch; each image is a view of it.
 py::list render(const std::vector<CArray<float>>& params, const std::vector<int>& widths,
                 const std::vector<int>& heights, bool as_u8) {
-  if (widths.size() != params.size() || heights.size() != params.size())
-    throw std::invalid_argument("params, widths and heights must have the same length");
+  check_render_args(params, widths, heights);
   std::vector<RenderJob> jobs;
   size_t total = 0;
   for (size_t i = 0; i < params.size(); ++i) {
-    check_size(widths[i], heights[i]);
-    jobs.push_back({params[i].data(), splat_count(params[i], "params"), widths[i], heights[i]});
+    jobs.push_back({params[i].data(), static_cast<int>(params[i].shape(0)), widths[i], heights[i]});
     total += size_t(3) * widths[i] * heights[i];
   }
   const std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(total)};
@@ -113,30 +81,36 @@ py::array render_px_hook(const CArray<float>& params, int width, int height, boo
   return out;
 }
 
-py::array render_backward_px_hook(const CArray<float>& params, int width, int height,
-                                  const CArray<float>& grad_image, bool force_direct) {
+// A gradient hook: n x 8 pixel-unit gradients of params against an H x W x 3
+// image (`name`), computed by gradient(params, n, width, height, image).
+template <typename T, typename Gradient>
+py::array gradient_hook(const CArray<float>& params, int width, int height, const CArray<T>& image,
+                        const char* name, Gradient gradient) {
   check_size(width, height);
-  check_image(grad_image, width, height, "grad_image");
+  check_image(image, width, height, name);
   const int n = splat_count(params, "params");
   std::vector<float> g;
   {
     py::gil_scoped_release release;
-    g = render_backward_px(params.data(), n, width, height, grad_image.data(), force_direct);
+    g = gradient(params.data(), n, width, height, image.data());
   }
   return rows_array(g);
 }
 
+py::array render_backward_px_hook(const CArray<float>& params, int width, int height,
+                                  const CArray<float>& grad_image, bool force_direct) {
+  return gradient_hook(params, width, height, grad_image, "grad_image",
+                       [force_direct](const float* p, int n, int w, int h, const float* image) {
+                         return render_backward_px(p, n, w, h, image, force_direct);
+                       });
+}
+
 py::array fit_grad_px_hook(const CArray<float>& params, int width, int height, const CArray<uint8_t>& target,
                            bool force_direct) {
-  check_size(width, height);
-  check_image(target, width, height, "target");
-  const int n = splat_count(params, "params");
-  std::vector<float> g;
-  {
-    py::gil_scoped_release release;
-    g = fit_grad_px(params.data(), n, width, height, target.data(), force_direct);
-  }
-  return rows_array(g);
+  return gradient_hook(params, width, height, target, "target",
+                       [force_direct](const float* p, int n, int w, int h, const uint8_t* image) {
+                         return fit_grad_px(p, n, w, h, image, force_direct);
+                       });
 }
 
 py::tuple bin_tiles_hook(const CArray<float>& params, int width, int height) {

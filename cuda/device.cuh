@@ -25,6 +25,10 @@ namespace gs::gpu {
 // clears a non-sticky error so that the next call starts clean.
 [[noreturn]] void throw_cuda_error(cudaError_t err, const char* what, const char* file, int line);
 
+// Every entry point calls this first (device.cu): a clear error when no usable
+// device is present, instead of a failed launch.
+void require_device();
+
 #define GS_CUDA_CHECK(expr)                                                        \
   do {                                                                             \
     const cudaError_t gs_err_ = (expr);                                            \
@@ -134,6 +138,22 @@ struct BatchView {
   int* n_active;          // n_images: live slots per image (pruning lowers it)
   int n_images, n_slots, n_tiles;
 };
+
+// The prologue of every one-thread-per-slot kernel: this thread's slot, its
+// image and the slot's index within the image.
+struct ThreadSlot {
+  int slot, image, index;
+  ImageDesc d;
+};
+// False for the threads past the batch's last slot.
+__device__ __forceinline__ bool thread_slot(const BatchView& batch, ThreadSlot* t) {
+  t->slot = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t->slot >= batch.n_slots) return false;
+  t->image = batch.slot_image[t->slot];
+  t->d = batch.images[t->image];
+  t->index = t->slot - t->d.splat_off;
+  return true;
+}
 
 // Per-tile splat lists: tile t holds ids[start[t] .. start[t+1]). A tile whose
 // list would end past `capacity` was not stored; the render kernels then test

@@ -17,12 +17,11 @@
 #include <stdexcept>
 
 #include "backend.h"
+#include "grid_shape.h"
 #include "kernels.cuh"
 #include "plan.h"
 
 namespace gs::gpu {
-
-void require_device();  // api.cu
 
 namespace {
 
@@ -58,7 +57,7 @@ class PinnedRing {
 
 class BatchFit {
  public:
-  BatchFit(const std::vector<HostImage>& images, const FitOptions& opts, size_t free_bytes)
+  BatchFit(const std::vector<ImageView>& images, const FitOptions& opts, size_t free_bytes)
       : images_(images), opts_(opts), n_(opts.n_splats) {
     pair_budget_ = sorted_pair_budget(free_bytes);
   }
@@ -92,7 +91,7 @@ class BatchFit {
  private:
   void layout() {
     std::vector<std::pair<int, int>> sizes;
-    for (const HostImage& img : images_) sizes.emplace_back(img.width, img.height);
+    for (const ImageView& img : images_) sizes.emplace_back(img.width, img.height);
     batch_.build(sizes, std::vector<int>(images_.size(), n_));
     for (ImageDesc& d : batch_.host) {  // as Fitter's constructor and step()
       const int w = d.width, h = d.height;
@@ -124,7 +123,7 @@ class BatchFit {
     return cov;
   }
 
-  // Fitter::init_grid, the grid computed on the host with the same expressions.
+  // Fitter::init_grid's grid (grid_shape.h), computed on the host.
   unsigned long long init_grid() {
     const int N = n_;
     GridInit g;
@@ -134,22 +133,18 @@ class BatchFit {
     bool any_extra = false;
     for (size_t b = 0; b < images_.size(); ++b) {
       const int w = images_[b].width, h = images_[b].height;
-      int nx = std::max(1, int(std::lround(std::sqrt(double(N) * w / h))));
-      nx = std::min(nx, N);
-      const int ny = std::max(1, N / nx);
-      const float sx = float(w) / nx, sy = float(h) / ny;
-      const float std0 = std::max(kMinStd, 0.5f * std::min(sx, sy));
+      const GridShape shape = grid_shape(N, w, h);
       GridDesc& gd = grids[b];
-      gd.nx = nx;
-      gd.ny = ny;
-      gd.extra = N - nx * ny;
+      gd.nx = shape.nx;
+      gd.ny = shape.ny;
+      gd.extra = N - shape.nx * shape.ny;
       gd.cell_off = static_cast<int>(cell_image.size());
-      gd.sx = sx;
-      gd.sy = sy;
-      gd.log_std0 = std::log(std0);
-      gd.log_std_extra = std::log(0.5f * std0);
+      gd.sx = shape.sx;
+      gd.sy = shape.sy;
+      gd.log_std0 = std::log(shape.std0);
+      gd.log_std_extra = std::log(0.5f * shape.std0);
       any_extra = any_extra || gd.extra > 0;
-      cell_image.insert(cell_image.end(), size_t(nx) * ny, static_cast<int>(b));
+      cell_image.insert(cell_image.end(), size_t(shape.nx) * shape.ny, static_cast<int>(b));
       cell_offsets.push_back(cell_image.size());
     }
     const cudaStream_t s = stream_;
@@ -276,7 +271,7 @@ class BatchFit {
 
   Stream stream_;  // first: outlives every buffer below
   PinnedRing ring_;
-  const std::vector<HostImage>& images_;
+  const std::vector<ImageView>& images_;
   const FitOptions& opts_;
   const int n_;
   unsigned long long pair_budget_ = 0;
@@ -288,7 +283,7 @@ class BatchFit {
 };
 
 // Rough device bytes one image needs during a fit (see BatchFit's buffers).
-double fit_bytes(const HostImage& img, int n) {
+double fit_bytes(const ImageView& img, int n) {
   const double px = double(img.width) * img.height;
   const double tiles = double((img.width + kTileSize - 1) / kTileSize) * ((img.height + kTileSize - 1) / kTileSize);
   return px * (4 + 4 + 3) + double(n) * (5 * 32 + sizeof(DevSplat) + 16 + 2 * 8 * 16) + tiles * 24;
@@ -296,17 +291,17 @@ double fit_bytes(const HostImage& img, int n) {
 
 }  // namespace
 
-std::vector<FitResult> fit_batch(const std::vector<HostImage>& images, const FitOptions& opts) {
+std::vector<FitResult> fit_batch(const std::vector<ImageView>& images, const FitOptions& opts) {
   require_device();
   if (opts.n_splats < 1) throw std::invalid_argument("n_splats must be at least 1");
-  for (const HostImage& img : images)
+  for (const ImageView& img : images)
     if (img.width < 1 || img.height < 1 || double(opts.n_splats) > double(img.width) * img.height)
       throw std::invalid_argument("every image needs at least n_splats pixels");
   size_t free_bytes = 0, total_bytes = 0;
   GS_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   std::vector<double> bytes;
   std::vector<long long> slots;
-  for (const HostImage& img : images) {
+  for (const ImageView& img : images) {
     bytes.push_back(fit_bytes(img, opts.n_splats));
     slots.push_back(opts.n_splats);
   }
@@ -315,7 +310,7 @@ std::vector<FitResult> fit_batch(const std::vector<HostImage>& images, const Fit
   std::vector<FitResult> results;
   results.reserve(images.size());
   for (const auto& [first, last] : chunks) {
-    const std::vector<HostImage> part(images.begin() + first, images.begin() + last);
+    const std::vector<ImageView> part(images.begin() + first, images.begin() + last);
     std::vector<FitResult> r = BatchFit(part, opts, free_bytes).run();
     for (FitResult& x : r) results.push_back(std::move(x));
   }

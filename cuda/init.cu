@@ -11,6 +11,7 @@
 // rounding (expf, and the coverage render).
 #include <cub/device/device_segmented_sort.cuh>
 
+#include "grid_shape.h"  // cell_index
 #include "kernels.cuh"
 
 namespace gs::gpu {
@@ -18,12 +19,6 @@ namespace gs::gpu {
 namespace {
 
 constexpr int kThreads = 128;
-
-// cpu/fit.cpp's std::min(nx - 1, int(x / sx)): the grid cell column of pixel x.
-__device__ __forceinline__ int cell_index(int x, float s, int n) {
-  const int c = int(float(x) / s);
-  return c < n - 1 ? c : n - 1;
-}
 
 // The pixels [lo, hi] whose cell index is i (empty: lo > hi). The map is
 // monotone: start from the real-valued guess, then walk to the exact ends.
@@ -92,12 +87,11 @@ grid_stats_kernel(const GridDesc* __restrict__ grids, const int* __restrict__ ce
 __global__ void __launch_bounds__(kThreads)
 grid_positions_kernel(const GridDesc* __restrict__ grids, const int* __restrict__ order,
                       BatchView batch, float* __restrict__ params, int* __restrict__ cell_of) {
-  const int s = blockIdx.x * blockDim.x + threadIdx.x;
-  if (s >= batch.n_slots) return;
-  const int b = batch.slot_image[s];
-  const GridDesc g = grids[b];
-  const ImageDesc d = batch.images[b];
-  const int i = s - d.splat_off;
+  ThreadSlot t;
+  if (!thread_slot(batch, &t)) return;
+  const int s = t.slot, i = t.index;
+  const GridDesc g = grids[t.image];
+  const ImageDesc& d = t.d;
   const int n_grid = g.nx * g.ny;
   float x, y, log_std;
   int cell;
@@ -152,18 +146,15 @@ grid_colors_kernel(const GridDesc* __restrict__ grids, const int* __restrict__ c
 __global__ void __launch_bounds__(kThreads)
 random_positions_kernel(const float* __restrict__ u, BatchView batch, const float* __restrict__ log_std0,
                         float* __restrict__ params) {
-  const int s = blockIdx.x * blockDim.x + threadIdx.x;
-  if (s >= batch.n_slots) return;
-  const int b = batch.slot_image[s];
-  const ImageDesc d = batch.images[b];
-  const int i = s - d.splat_off;
-  const float x = u[2 * i] * float(d.width), y = u[2 * i + 1] * float(d.height);
-  float* p = params + size_t(s) * kParamsPerSplat;
-  p[kX] = x / d.cell;
-  p[kY] = y / d.cell;
-  p[kA] = log_std0[b];
+  ThreadSlot t;
+  if (!thread_slot(batch, &t)) return;
+  const float x = u[2 * t.index] * float(t.d.width), y = u[2 * t.index + 1] * float(t.d.height);
+  float* p = params + size_t(t.slot) * kParamsPerSplat;
+  p[kX] = x / t.d.cell;
+  p[kY] = y / t.d.cell;
+  p[kA] = log_std0[t.image];
   p[kB] = 0.f;
-  p[kC] = log_std0[b];
+  p[kC] = log_std0[t.image];
   p[kR] = p[kG] = p[kBlue] = 1.f;
 }
 
@@ -189,11 +180,10 @@ image_cover_kernel(BatchView batch, const float* __restrict__ coverage, double* 
 __global__ void __launch_bounds__(kThreads)
 random_colors_kernel(const float* __restrict__ u, BatchView batch, const double* __restrict__ cover,
                      float* __restrict__ params) {
-  const int s = blockIdx.x * blockDim.x + threadIdx.x;
-  if (s >= batch.n_slots) return;
-  const int b = batch.slot_image[s];
-  const ImageDesc d = batch.images[b];
-  const int i = s - d.splat_off;
+  ThreadSlot t;
+  if (!thread_slot(batch, &t)) return;
+  const int s = t.slot, b = t.image, i = t.index;
+  const ImageDesc& d = t.d;
   const double plane = double(d.width) * double(d.height);
   const float scale = float(plane / (cover[b] > 1e-6 ? cover[b] : 1e-6));
   const float* uc = u + 2 * size_t(d.splat_cap) + 3 * size_t(i);

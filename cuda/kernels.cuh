@@ -1,6 +1,6 @@
 // Host-side launchers of every kernel stage, one .cu file per stage, and the
 // small host objects that own a batch's device arrays. The drivers (fit.cu,
-// api.cu) are written only in terms of these.
+// decode.cu, test_hooks.cu) are written only in terms of these.
 #pragma once
 
 #include <utility>
@@ -10,7 +10,7 @@
 
 namespace gs::gpu {
 
-// ---- batch layout (api.cu) ---------------------------------------------------
+// ---- batch layout (batch_layout.cu) ------------------------------------------------
 
 // Owns the layout arrays of one batch. build() fills the offsets; a caller may
 // then set the fit-only fields of `host` before upload().

@@ -87,15 +87,9 @@ backward_kernel(BatchView batch, const DevSplat* __restrict__ splats, TileLists 
   int staged = -1;  // >= 0: the whole list is still staged from the forward pass
   float gr = 0.f, gg = 0.f, gb = 0.f;
   if constexpr (kFused) {
-    const int r0 = job.y0 + 2 * warp, r1 = r0 + 1;
     float ar = 0.f, ag = 0.f, ab = 0.f;
-    for (unsigned long long base = 0; base < job.n; base += kBlock) {
-      const int n = stage_batch(job, base, splats, lists.ids, sm);
-      __syncthreads();
-      accumulate_staged(sm, n, px, py, r0, r1, ar, ag, ab);
-      __syncthreads();
-      if (job.n <= static_cast<unsigned long long>(kBlock)) staged = n;
-    }
+    const int last = accumulate_list(job, splats, lists.ids, sm, px, py, ar, ag, ab);
+    if (job.n <= static_cast<unsigned long long>(kBlock)) staged = last;
     if (inside) {
       // cpu::l2_loss_and_grad: the gradient passes straight through the clamp.
       const uchar4 t = target[pix];

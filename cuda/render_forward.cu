@@ -22,14 +22,8 @@ forward_kernel(BatchView batch, const DevSplat* __restrict__ splats, TileLists l
   const TileJob job = tile_job(batch, lists, blockIdx.x);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int px = job.x0 + tid % kTileSize, py = job.y0 + tid / kTileSize;
-  const int r0 = job.y0 + 2 * warp, r1 = r0 + 1;  // the two rows this warp renders
   float ar = 0.f, ag = 0.f, ab = 0.f;
-  for (unsigned long long base = 0; base < job.n; base += kBlock) {
-    const int n = stage_batch(job, base, splats, lists.ids, sm);
-    __syncthreads();
-    accumulate_staged(sm, n, px, py, r0, r1, ar, ag, ab);
-    __syncthreads();
-  }
+  accumulate_list(job, splats, lists.ids, sm, px, py, ar, ag, ab);
 
   const bool inside = px <= job.x1 && py <= job.y1;
   const ImageDesc& d = batch.images[job.image];

@@ -114,4 +114,21 @@ __device__ __forceinline__ void accumulate_staged(const StageSmem& sm, int n, in
   }
 }
 
+// The forward pass of pixel (px, py) over the tile's whole list, a stage at a
+// time; returns how many splats the last stage left in smem (the whole list
+// when it has at most kBlock splats).
+__device__ __forceinline__ int accumulate_list(const TileJob& job, const DevSplat* __restrict__ splats,
+                                               const int* __restrict__ ids, StageSmem& sm, int px, int py,
+                                               float& ar, float& ag, float& ab) {
+  const int r0 = job.y0 + 2 * (threadIdx.x >> 5), r1 = r0 + 1;  // the two rows this warp renders
+  int n = 0;
+  for (unsigned long long base = 0; base < job.n; base += kBlock) {
+    n = stage_batch(job, base, splats, ids, sm);
+    __syncthreads();
+    accumulate_staged(sm, n, px, py, r0, r1, ar, ag, ab);
+    __syncthreads();
+  }
+  return n;
+}
+
 }  // namespace gs::gpu

@@ -13,14 +13,28 @@
 #include "../parallel_errors.h"
 #include "isa_target.h"        // after the standard headers, before the kernels
 
+#include "../grid_shape.h"
 #include "../splat_math.h"
+#include "color_solve.h"
+#include "densify.h"
 #include "fit.h"
 #include "loss.h"
+#include "qat.h"
 #include "render.h"
 
 namespace gs::cpu::GS_ISA {
 
 namespace {
+
+// Content-adaptive init: blur radius of the gradient energy (pixels), share of
+// the draws spread uniformly, and std per sqrt(pixels per splat).
+constexpr int kContentBlur = 1;
+constexpr double kContentUniformShare = 0.3;
+constexpr float kContentStdScale = 0.5f;
+// Densification: the same for the residual map.
+constexpr int kErrorBlur = 1;
+constexpr double kErrorUniformShare = 0.05;
+constexpr float kDensifyStdScale = 0.5f;
 
 // One image's optimization state. Parameters are kept in the optimizer's units:
 // x/cell, y/cell, log a, b/cell, log c, r, g, b (cell = sqrt(W*H/N) pixels).
@@ -38,24 +52,107 @@ class Fitter {
   }
 
   FitResult run() {
-    if (opts_.init == InitMode::kGrid) init_grid();
-    else init_random();
-    const int n_initial = n();
+    const int T = opts_.iterations;
+    // The part of the budget densification adds later (none if no round runs).
+    held_ = T > 0 && opts_.densify_rounds > 0
+                ? std::min(opts_.n_splats - 1, int(std::lround(opts_.densify_fraction * opts_.n_splats)))
+                : 0;
+    const int n0 = opts_.n_splats - held_;
+    if (opts_.init == InitMode::kGrid) init_grid(n0);
+    else if (opts_.init == InitMode::kContent) init_content(n0);
+    else init_random(n0);
     m_.assign(params_.size(), 0.f);
     v_.assign(params_.size(), 0.f);
-    for (int it = 1; it <= opts_.iterations; ++it) {
-      step(it);
+    age_.assign(n(), 0);
+    if (opts_.color_solve) solve_colors(false);
+    qat_ = std::any_of(opts_.qat_bits.begin(), opts_.qat_bits.end(), [](int b) { return b > 0; });
+    const int qat_from = T - int(std::lround(opts_.qat_fraction * T));
+    int round = 1;
+    for (int it = 1; it <= T; ++it) {
+      if (opts_.cancel && opts_.cancel->load(std::memory_order_relaxed)) {
+        FitResult r;
+        r.cancelled = true;
+        return r;
+      }
+      if (qat_ && it == qat_from + 1) qat_grids_ = field_grids(normalized_rows(), resolve_bits(opts_, w_, h_));
+      step(it, qat_ && it > qat_from);
       maybe_prune(it);
+      bool added = false;
+      for (; round <= opts_.densify_rounds && held_ > 0 && densify_iteration(round, opts_) == it; ++round) {
+        densify(round);
+        added = true;
+      }
+      if (added && opts_.color_solve) solve_colors(false);
     }
-    return result(n_initial);
+    qat_grids_.clear();
+    if (qat_) snap(0, kR);
+    if (opts_.color_solve && T > 0) solve_colors(qat_);
+    if (qat_) snap(kR, kParamsPerSplat);
+    return result();
   }
 
  private:
   int n() const { return static_cast<int>(params_.size() / kParamsPerSplat); }
 
-  void to_pixel_splats() {
+  // Splat i in the quantizer's normalized layout (quantize.py).
+  void normalized_row(int i, double* o) const {
+    const float* p = &params_[size_t(i) * kParamsPerSplat];
+    o[kX] = double(p[kX] * cell_) / w_;
+    o[kY] = double(p[kY] * cell_) / h_;
+    o[kA] = double(std::exp(p[kA])) / w_;
+    o[kB] = double(p[kB] * cell_) / h_;
+    o[kC] = double(std::exp(p[kC])) / h_;
+    for (int ch = kR; ch <= kBlue; ++ch) o[ch] = p[ch];
+  }
+
+  std::vector<double> normalized_rows() const {
+    std::vector<double> rows(size_t(n()) * kParamsPerSplat);
+    for (int i = 0; i < n(); ++i) normalized_row(i, &rows[size_t(i) * kParamsPerSplat]);
+    return rows;
+  }
+
+  // Every splat's normalized row, fields [first, last) snapped to the grid of
+  // the precision being trained for: during the finish, the grids of its first
+  // step (a grid that followed the extremes would shift every splat's code at
+  // once); at the end, the grids of the data, which the quantizer will use.
+  std::vector<double> quantized_rows(int first, int last) const {
+    std::vector<double> rows = normalized_rows();
+    snap_fields(rows, qat_grids_.empty() ? field_grids(rows, resolve_bits(opts_, w_, h_)) : qat_grids_,
+                first, last);
+    return rows;
+  }
+
+  // Moves fields [first, last) of the parameters onto the quantizer's grid.
+  void snap(int first, int last) {
+    const std::vector<double> rows = quantized_rows(first, last);
+    for (int i = 0; i < n(); ++i) {
+      const double* q = &rows[size_t(i) * kParamsPerSplat];
+      float* p = &params_[size_t(i) * kParamsPerSplat];
+      const float px[kParamsPerSplat] = {float(q[kX] * w_ / cell_), float(q[kY] * h_ / cell_),
+                                         float(std::log(q[kA] * w_)), float(q[kB] * h_ / cell_),
+                                         float(std::log(q[kC] * h_)), float(q[kR]), float(q[kG]),
+                                         float(q[kBlue])};
+      std::copy(px + first, px + last, p + first);
+    }
+  }
+
+  // Pixel splats of the parameters; with `quantized`, of their snap to the
+  // trained-for grid (the quantization-aware finish's forward pass).
+  void to_pixel_splats(bool quantized = false) {
     splats_.resize(n());
     boxes_.resize(n());
+    if (quantized) {
+      const std::vector<double> rows = quantized_rows(0, kParamsPerSplat);
+      for (int i = 0; i < n(); ++i) {
+        const double* q = &rows[size_t(i) * kParamsPerSplat];
+        const float px[kParamsPerSplat] = {float(q[kX] * w_), float(q[kY] * h_), float(q[kA] * w_),
+                                           float(q[kB] * h_), float(q[kC] * h_), float(q[kR]),
+                                           float(q[kG]),      float(q[kBlue])};
+        splats_[i] = from_pixel_params(px);
+        boxes_[i] = cutoff_box(splats_[i], w_, h_);
+      }
+      return;
+    }
     for (int i = 0; i < n(); ++i) {
       const float* p = &params_[size_t(i) * kParamsPerSplat];
       const float px[kParamsPerSplat] = {p[kX] * cell_, p[kY] * cell_, std::exp(p[kA]),
@@ -65,8 +162,8 @@ class Fitter {
     }
   }
 
-  void forward() {
-    to_pixel_splats();
+  void forward(bool quantized = false) {
+    to_pixel_splats(quantized);
     bin_boxes(boxes_, w_, h_, bins_);
     render_forward(splats_, boxes_, bins_, w_, h_, render_.data(), parallel_);
   }
@@ -81,13 +178,10 @@ class Fitter {
   // circle is the largest circle in the cell, colour = cell mean. N that is not a
   // product nx*ny leaves a few extra splats; they go to the cells whose colour
   // varies most, offset by a quarter cell, at half the width.
-  void init_grid() {
-    const int N = opts_.n_splats;
-    int nx = std::max(1, int(std::lround(std::sqrt(double(N) * w_ / h_))));
-    nx = std::min(nx, N);
-    const int ny = std::max(1, N / nx);
-    const float sx = float(w_) / nx, sy = float(h_) / ny;
-    const float std0 = std::max(kMinStd, 0.5f * std::min(sx, sy));
+  void init_grid(int N) {
+    const GridShape grid = grid_shape(N, w_, h_);
+    const int nx = grid.nx, ny = grid.ny;
+    const float sx = grid.sx, sy = grid.sy, std0 = grid.std0;
     std::vector<int> cell_of;  // grid cell that each splat's colour comes from
     for (int j = 0; j < ny; ++j)
       for (int i = 0; i < nx; ++i) {
@@ -99,7 +193,7 @@ class Fitter {
     std::vector<int> count(nx * ny, 0);
     for (int y = 0; y < h_; ++y)
       for (int x = 0; x < w_; ++x) {
-        const int c = std::min(ny - 1, int(y / sy)) * nx + std::min(nx - 1, int(x / sx));
+        const int c = cell_index(y, sy, ny) * nx + cell_index(x, sx, nx);
         ++count[c];
         for (int ch = 0; ch < 3; ++ch) {
           const double v = target_[ch * plane_ + size_t(y) * w_ + x];
@@ -130,7 +224,7 @@ class Fitter {
     std::vector<double> cover(nx * ny, 0.0);
     for (int y = 0; y < h_; ++y)
       for (int x = 0; x < w_; ++x) {
-        const int c = std::min(ny - 1, int(y / sy)) * nx + std::min(nx - 1, int(x / sx));
+        const int c = cell_index(y, sy, ny) * nx + cell_index(x, sx, nx);
         cover[c] += render_[size_t(y) * w_ + x];
       }
     for (int i = 0; i < n(); ++i) {
@@ -142,9 +236,8 @@ class Fitter {
   }
 
   // The ablation's baseline: uniform random centres and colours, the grid's size.
-  void init_random() {
+  void init_random(int N) {
     SeededUniform uniform(opts_.seed);
-    const int N = opts_.n_splats;
     const float std0 = std::max(kMinStd, 0.5f * cell_);
     for (int i = 0; i < N; ++i) {
       const float x = uniform() * w_;  // named, so the draw order is defined
@@ -160,8 +253,112 @@ class Fitter {
         params_[size_t(i) * kParamsPerSplat + kR + ch] = uniform() * scale;
   }
 
-  void step(int it) {
-    forward();
+  // Centres drawn from the image's gradient energy (Image-GS), sizes from the
+  // local density of the draws; colours by the colour solve when it is on,
+  // else the target at the centre divided by the coverage there.
+  void init_content(int N) {
+    SeededUniform uniform(opts_.seed);
+    std::vector<double> energy = gradient_energy(target_.data(), w_, h_);
+    box_blur(energy, w_, h_, kContentBlur);
+    const float max_std = 0.5f * float(std::max(w_, h_));
+    const std::vector<Draw> draws = draw_centres(energy, w_, h_, N, kContentUniformShare, N,
+                                                 kContentStdScale, max_std, uniform);
+    for (const Draw& d : draws) push_splat(d.x, d.y, d.std, d.std);
+    if (opts_.color_solve) return;
+    forward();  // unit colours: the coverage
+    for (int i = 0; i < N; ++i) {
+      float* p = &params_[size_t(i) * kParamsPerSplat];
+      const size_t px = pixel_at(p);
+      const float cover = std::max(render_[px], 1e-3f);
+      for (int ch = 0; ch < 3; ++ch) p[kR + ch] = target_[ch * plane_ + px] / cover;
+    }
+  }
+
+  size_t pixel_at(const float* p) const {
+    const int x = std::clamp(int(p[kX] * cell_), 0, w_ - 1);
+    const int y = std::clamp(int(p[kY] * cell_), 0, h_ - 1);
+    return size_t(y) * w_ + x;
+  }
+
+  // Error-guided densification, round r: adds this round's share of the held
+  // back budget and moves the weakest respawn_fraction of the splats, all at
+  // centres drawn from the current squared residual. New splats start at the
+  // residual at their centre with fresh optimizer state.
+  void densify(int r) {
+    const int R = opts_.densify_rounds;
+    const int add = int(int64_t(held_) * r / R - int64_t(held_) * (r - 1) / R);
+    std::vector<int> slots;  // respawned splats, weakest first
+    const int respawn = int(opts_.respawn_fraction * n());
+    if (respawn > 0) {
+      std::vector<float> strength(n());
+      for (int i = 0; i < n(); ++i) {
+        const float* p = &params_[size_t(i) * kParamsPerSplat];
+        strength[i] = (p[kR] * p[kR] + p[kG] * p[kG] + p[kBlue] * p[kBlue]) *
+                      std::exp(p[kA] + p[kC]);
+      }
+      slots.resize(n());
+      std::iota(slots.begin(), slots.end(), 0);
+      std::stable_sort(slots.begin(), slots.end(),
+                       [&](int a, int b) { return strength[a] < strength[b]; });
+      slots.resize(respawn);
+    }
+    std::vector<double> error(plane_, 0.0);
+    for (int ch = 0; ch < 3; ++ch)
+      for (size_t p = 0; p < plane_; ++p) error[p] += double(grad_image_[ch * plane_ + p]) * grad_image_[ch * plane_ + p];
+    box_blur(error, w_, h_, kErrorBlur);
+    SeededUniform uniform(opts_.seed + 0x9E3779B97F4A7C15ull * uint64_t(r));
+    const float max_std = 0.5f * float(std::max(w_, h_));
+    const std::vector<Draw> draws =
+        draw_centres(error, w_, h_, add + respawn, kErrorUniformShare, opts_.n_splats,
+                     kDensifyStdScale, max_std, uniform);
+    // Residual colours need the render the error came from: the splats as they
+    // were rendered in the last step, before any of them moves.
+    std::vector<float> colors(size_t(3) * draws.size());
+    for (size_t k = 0; k < draws.size(); ++k) {
+      const size_t px = size_t(std::min(h_ - 1, int(draws[k].y))) * w_ + std::min(w_ - 1, int(draws[k].x));
+      for (int ch = 0; ch < 3; ++ch) {
+        const float shown = std::clamp(render_[ch * plane_ + px], 0.f, 1.f);
+        colors[3 * k + ch] = target_[ch * plane_ + px] - shown;
+      }
+    }
+    for (size_t k = 0; k < draws.size(); ++k) {
+      const Draw& d = draws[k];
+      int i;
+      if (k < slots.size()) {
+        i = slots[k];
+        const float p[kParamsPerSplat] = {d.x / cell_, d.y / cell_, std::log(d.std), 0.f,
+                                          std::log(d.std), 0.f, 0.f, 0.f};
+        std::copy_n(p, kParamsPerSplat, params_.begin() + size_t(i) * kParamsPerSplat);
+      } else {
+        i = n();
+        push_splat(d.x, d.y, d.std, d.std);
+        m_.resize(params_.size());
+        v_.resize(params_.size());
+        age_.push_back(0);
+      }
+      std::fill_n(m_.begin() + size_t(i) * kParamsPerSplat, kParamsPerSplat, 0.f);
+      std::fill_n(v_.begin() + size_t(i) * kParamsPerSplat, kParamsPerSplat, 0.f);
+      age_[i] = 0;
+      for (int ch = 0; ch < 3; ++ch) params_[size_t(i) * kParamsPerSplat + kR + ch] = colors[3 * k + ch];
+    }
+  }
+
+  // Exact least-squares colours for the current geometry (snapped to the
+  // quantization grid when `quantized`).
+  void solve_colors(bool quantized) {
+    to_pixel_splats(quantized);
+    bin_boxes(boxes_, w_, h_, bins_);
+    const NormalEquations eq = normal_equations(splats_, boxes_, bins_, target_.data(), w_, h_, parallel_);
+    std::vector<double> colors(size_t(3) * n());
+    for (int i = 0; i < n(); ++i)
+      for (int ch = 0; ch < 3; ++ch) colors[size_t(3) * i + ch] = params_[size_t(i) * kParamsPerSplat + kR + ch];
+    gs::cpu::solve_colors(eq, colors.data(), parallel_);
+    for (int i = 0; i < n(); ++i)
+      for (int ch = 0; ch < 3; ++ch) params_[size_t(i) * kParamsPerSplat + kR + ch] = float(colors[size_t(3) * i + ch]);
+  }
+
+  void step(int it, bool quantized) {
+    forward(quantized);
     l2_loss_and_grad(render_.data(), target_.data(), 3 * plane_, grad_image_.data(), parallel_);
     grad_.resize(params_.size());
     render_backward(splats_, boxes_, w_, h_, grad_image_.data(), grad_.data(), parallel_);
@@ -172,7 +369,6 @@ class Fitter {
         opts_.lr_covariance * s, opts_.lr_covariance * s, opts_.lr_color * s,
         opts_.lr_color * s,      opts_.lr_color * s};
     const float b1 = kAdamBeta1, b2 = kAdamBeta2, eps = kAdamEps;
-    const float c1 = 1.f - std::pow(b1, float(it)), c2 = 1.f - std::pow(b2, float(it));
     const float l1 = opts_.l1_color / float(3 * n());
     const float max_log_std = std::log(float(std::max(w_, h_)));
     const float min_log_std = std::log(kMinStd);
@@ -190,6 +386,10 @@ class Fitter {
       for (int ch = kR; ch <= kBlue; ++ch) g[ch] += l1 * (p[ch] > 0.f ? 1.f : (p[ch] < 0.f ? -1.f : 0.f));
       float* m = &m_[size_t(i) * kParamsPerSplat];
       float* v = &v_[size_t(i) * kParamsPerSplat];
+      // Bias correction by the splat's own age: densification adds splats with
+      // fresh moments, whose first steps must not be 1/sqrt(1 - b2) too large.
+      const int age = ++age_[i];
+      const float c1 = 1.f - std::pow(b1, float(age)), c2 = 1.f - std::pow(b2, float(age));
       for (int k = 0; k < kParamsPerSplat; ++k) {
         m[k] = b1 * m[k] + (1.f - b1) * g[k];
         v[k] = b2 * v[k] + (1.f - b2) * g[k] * g[k];
@@ -209,37 +409,30 @@ class Fitter {
     for (int i = 0; i < n(); ++i) {
       const float* p = &params_[size_t(i) * kParamsPerSplat];
       if (luminance(p[kR], p[kG], p[kBlue]) < opts_.prune_threshold) continue;
-      if (kept != i)
+      if (kept != i) {
         for (std::vector<float>* arr : {&params_, &m_, &v_})
           std::copy_n(arr->begin() + size_t(i) * kParamsPerSplat, kParamsPerSplat,
                       arr->begin() + size_t(kept) * kParamsPerSplat);
+        age_[kept] = age_[i];
+      }
       ++kept;
     }
     kept = std::max(kept, 1);  // an image is never left with no splat at all
+    pruned_ += n() - kept;
     for (std::vector<float>* arr : {&params_, &m_, &v_}) arr->resize(size_t(kept) * kParamsPerSplat);
+    age_.resize(kept);
   }
 
-  FitResult result(int n_initial) {
+  FitResult result() {
     to_pixel_splats();
     FitResult r;
     r.width = w_;
     r.height = h_;
     r.iterations = opts_.iterations;
-    r.n_initial = n_initial;
+    r.n_initial = n() + pruned_;
     r.params.resize(params_.size());
     for (int i = 0; i < n(); ++i) {
-      const PixelSplat<float>& s = splats_[i];
-      float* o = &r.params[size_t(i) * kParamsPerSplat];
-      // Centres were clamped to the image in cell units; clamp again so float
-      // rounding cannot put them a hair outside [0, 1].
-      o[kX] = std::clamp(s.mx / w_, 0.f, 1.f);
-      o[kY] = std::clamp(s.my / h_, 0.f, 1.f);
-      o[kA] = s.a / w_;
-      o[kB] = s.b / h_;
-      o[kC] = s.c / h_;
-      o[kR] = s.r;
-      o[kG] = s.g;
-      o[kBlue] = s.bl;
+      to_normalized_row(splats_[i], float(w_), float(h_), &r.params[size_t(i) * kParamsPerSplat]);
     }
     // The PSNR of what a decoder makes of the returned splats (the decode render
     // differs from the fit's own in the last bits: it never contracts a*b+c).
@@ -261,6 +454,11 @@ class Fitter {
   float cell_;
   std::vector<float> target_, render_, grad_image_;
   std::vector<float> params_, grad_, m_, v_;
+  std::vector<int> age_;  // Adam steps each splat has taken
+  int held_ = 0;          // splats densification adds
+  int pruned_ = 0;
+  bool qat_ = false;
+  std::vector<FieldGrid> qat_grids_;  // frozen during the quantization-aware finish
   std::vector<PixelSplat<float>> splats_;
   std::vector<PixelBox> boxes_;
   TileBins bins_;

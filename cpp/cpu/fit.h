@@ -12,13 +12,9 @@
 #include <vector>
 
 #include "../fit_options.h"
+#include "../image_view.h"
 
 namespace gs::cpu {
-
-struct ImageView {
-  const uint8_t* pixels;  // H x W x 3, row-major, interleaved RGB
-  int width, height;
-};
 
 // Below this many pixels an image is fitted or rendered by one thread: a thread
 // team's barriers cost more than they save (far more on an oversubscribed CPU).

@@ -20,6 +20,11 @@ from reference import (fit_grad, random_pixel_splats, random_splats, render, ren
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest.py
 
+
+def cpu_fit(*args, **kwargs):
+    """The CPU backend running the CUDA backend's algorithm (the paper's fit)."""
+    return gscodec.fit(*args, device="cpu", **{**gscodec.engine.PAPER_FIT, **kwargs})
+
 INFO = gscodec.backends()
 COMPILED = INFO["cuda_compiled"]
 AVAILABLE = INFO["cuda_available"]
@@ -267,7 +272,7 @@ def test_cuda_prune_matches_the_rule():
 @pytest.mark.parametrize("n_splats", [400, 405])
 def test_cuda_grid_init_matches_cpu(sample_image, n_splats):
     """Grid, extras in the busiest cells, coverage-normalized colours."""
-    cpu = gscodec.fit(sample_image, n_splats, iterations=0, device="cpu")
+    cpu = cpu_fit(sample_image, n_splats, iterations=0)
     cuda = gscodec.fit(sample_image, n_splats, iterations=0, device="cuda")
     assert len(cuda) == len(cpu)
     np.testing.assert_array_equal(cuda.xy, cpu.xy)
@@ -277,7 +282,7 @@ def test_cuda_grid_init_matches_cpu(sample_image, n_splats):
 
 @gpu
 def test_cuda_random_init_matches_cpu(sample_image):
-    cpu = gscodec.fit(sample_image, 300, iterations=0, init="random", seed=7, device="cpu")
+    cpu = cpu_fit(sample_image, 300, iterations=0, init="random", seed=7)
     cuda = gscodec.fit(sample_image, 300, iterations=0, init="random", seed=7, device="cuda")
     np.testing.assert_allclose(cuda.xy, cpu.xy, rtol=1e-6)
     np.testing.assert_allclose(cuda.chol, cpu.chol, rtol=1e-6)
@@ -290,7 +295,7 @@ def test_cuda_first_steps_follow_cpu(sample_image):
     steps make of float rounding differences in near-zero gradients."""
     img = sample_image[:96, :128]
     for it in (1, 3):
-        cpu, s_cpu = gscodec.fit(img, 150, iterations=it, device="cpu", return_stats=True)
+        cpu, s_cpu = cpu_fit(img, 150, iterations=it, return_stats=True)
         cuda, s_cuda = gscodec.fit(img, 150, iterations=it, device="cuda", return_stats=True)
         assert abs(s_cpu["psnr"] - s_cuda["psnr"]) < 0.05
         a = gscodec.render(cpu, dtype=np.float32, device="cpu")
@@ -302,11 +307,11 @@ def test_cuda_first_steps_follow_cpu(sample_image):
 def test_cuda_pruning_matches_cpu(sample_image):
     """Frozen parameters: the prune at step 3 of 4 removes the same splats."""
     frozen = dict(lr_position=0.0, lr_covariance=0.0, lr_color=0.0)
-    init = gscodec.fit(sample_image, 400, iterations=0, device="cpu")
+    init = cpu_fit(sample_image, 400, iterations=0)
     luma = 0.299 * np.abs(init.rgb[:, 0]) + 0.587 * np.abs(init.rgb[:, 1]) + 0.114 * np.abs(init.rgb[:, 2])
     threshold = float(np.median(luma)) + 1e-4
     kw = dict(iterations=4, prune_threshold=threshold, prune_every=3, **frozen)
-    cpu = gscodec.fit(sample_image, 400, device="cpu", **kw)
+    cpu = cpu_fit(sample_image, 400, **kw)
     cuda = gscodec.fit(sample_image, 400, device="cuda", **kw)
     assert 0 < len(cuda) == len(cpu) < 400
     np.testing.assert_allclose(cuda.to_array(), cpu.to_array(), rtol=1e-5, atol=1e-7)
@@ -329,7 +334,7 @@ def test_cuda_fit_list_overflow_falls_back_to_direct_mode(sample_image, monkeypa
 @gpu
 def test_cuda_fit_psnr_matches_cpu_on_sample_image(sample_image):
     """The issue's bar: within 0.1 dB of the CPU fit, default options."""
-    _, s_cpu = gscodec.fit(sample_image, 400, device="cpu", return_stats=True)
+    _, s_cpu = cpu_fit(sample_image, 400, return_stats=True)
     splats, s_cuda = gscodec.fit(sample_image, 400, device="cuda", return_stats=True)
     assert abs(s_cuda["psnr"] - s_cpu["psnr"]) <= 0.1, (s_cpu, s_cuda)
     # the stats describe the returned splats
@@ -347,7 +352,7 @@ def test_cuda_mixed_size_batch(sample_image):
     for img, s, st_b in zip(images, batch, stats):
         assert (s.width, s.height) == (img.shape[1], img.shape[0])
         one, st_one = gscodec.fit(img, 30, iterations=150, device="cuda", return_stats=True)
-        _, st_cpu = gscodec.fit(img, 30, iterations=150, device="cpu", return_stats=True)
+        _, st_cpu = cpu_fit(img, 30, iterations=150, return_stats=True)
         assert abs(st_b["psnr"] - st_one["psnr"]) < 0.1
         assert abs(st_b["psnr"] - st_cpu["psnr"]) < 0.2
     # mixed-size decode
@@ -367,7 +372,7 @@ def test_cuda_batch_of_one_and_4096():
     one, st_one = gscodec.fit(images[0], 12, **kw)
     many, st_many = gscodec.fit(images, 12, **kw)
     assert len(many) == 4096
-    _, st_cpu = gscodec.fit(images[:8], 12, iterations=40, device="cpu", return_stats=True)
+    _, st_cpu = cpu_fit(images[:8], 12, iterations=40, return_stats=True)
     psnr = np.array([s["psnr"] for s in st_many]).reshape(512, 8)
     cpu_psnr = np.array([s["psnr"] for s in st_cpu])
     assert np.abs(psnr - cpu_psnr).max() < 0.3
@@ -394,7 +399,18 @@ def test_cuda_zero_splats_and_threads():
 
 @gpu
 def test_cuda_auto_picks_cuda(sample_image):
-    a = gscodec.render(gscodec.fit(sample_image[:32, :32], 10, iterations=0, device="cpu"),
+    a = gscodec.render(cpu_fit(sample_image[:32, :32], 10, iterations=0),
                        dtype=np.float32, device="auto")
     assert a.shape == (32, 32, 3)
     assert gscodec.backends()["cuda_available"]
+
+
+@gpu
+def test_cuda_refuses_cpu_only_options(sample_image):
+    """Encoder v2's steps run on the CPU only: asked for on CUDA, a clear error."""
+    for kw in (dict(init="content"), dict(densify_fraction=0.3), dict(respawn_fraction=0.1),
+               dict(color_solve=True), dict(quantize_for="q7")):
+        with pytest.raises(ValueError, match="CPU backend only"):
+            gscodec.fit(sample_image[:16, :16], 4, iterations=1, device="cuda", **kw)
+    # the paper's settings, spelt out, are fine
+    gscodec.fit(sample_image[:16, :16], 4, iterations=1, device="cuda", **gscodec.engine.PAPER_FIT)

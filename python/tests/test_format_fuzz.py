@@ -2,7 +2,8 @@
 structure-aware mutations (valid CRCs, broken contents) of small .gsi files
 (versions 1.0 and 2.0, with and without a dictionary) must raise `GSIError`
 and nothing else (no other exception, no warning, no crash), or decode to
-valid splats where the mutation left a valid file."""
+valid splats that render, where the mutation left a valid file. (`make
+test-asan` runs this file under AddressSanitizer.)"""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import gscodec
 from gscodec import GSIError, Splats
 from gscodec import format as fmt
 from test_format import chunks
+from test_fuzz_harnesses import caps
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -57,20 +60,33 @@ assert all(fmt.read_header(io.BytesIO(d)).flags & 16 for d in CORPUS_V2[-2:])  #
 assert fmt.read_header(io.BytesIO(CORPUS_V2[-1])).dictionary_id == DICTIONARY.dict_id()
 
 
+@pytest.fixture(autouse=True)
+def harness_limits(monkeypatch):
+    """Render under the fuzz harnesses' decode-work limit (`caps.apply`)."""
+    monkeypatch.setattr(gscodec.limits, "MAX_DECODE_WORK", caps.MAX_DECODE_WORK)
+
+
 def load_or_gsierror(data: bytes) -> Splats | None:
-    """Parse; `GSIError` is the only acceptable failure (anything else fails)."""
+    """Parse; `GSIError` is the only acceptable failure (anything else fails).
+    What parses must also render (at a small size, under the fuzzers' work cap)."""
     try:
         out = fmt.loads(data, dictionary=DICTIONARY)
     except GSIError as e:
         assert str(e).startswith("<bytes>: offset "), str(e)
         return None
     assert isinstance(out, Splats)
+    width, height = caps.output_size(out.width, out.height)
+    try:
+        pixels = gscodec.render(out, width, height)
+    except gscodec.limits.DecodeLimitError:
+        return out  # over the harnesses' decode-work limit: refused before rendering
+    assert pixels.shape == (height, width, 3) and pixels.dtype == np.uint8
     return out
 
 
 def test_corpus_is_valid() -> None:
     for data in CORPUS + CORPUS_V2:
-        assert isinstance(fmt.loads(data, dictionary=DICTIONARY), Splats)
+        assert load_or_gsierror(data) is not None
 
 
 @pytest.mark.parametrize("data", CORPUS + CORPUS_V2)
@@ -89,7 +105,7 @@ def test_every_bit_flip(index: int) -> None:
         buf[bit // 8] ^= 1 << (bit % 8)
         if bit // 8 == 9:
             # the minor version: a "newer" v1.x file must still be read exactly
-            assert fmt.loads(bytes(buf)) == original
+            assert load_or_gsierror(bytes(buf)) == original
         else:
             with pytest.raises(GSIError):
                 fmt.loads(bytes(buf))

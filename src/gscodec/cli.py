@@ -28,6 +28,7 @@ from .datasets.cli import register as register_encode_dataset
 from .errors import GSIError
 from .limits import MAX_SIDE
 from .metrics import psnr
+from .engine import DEFAULT_ITERATIONS
 from .quantize import PRESETS
 
 __all__ = ["build_parser", "main"]
@@ -179,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="number of splats (default: one per 64 pixels)")
     rate.add_argument("--bpp", type=positive_float, metavar="B",
                       help="target file size in bits per pixel (within 10%%)")
-    enc.add_argument("--iterations", type=positive_int, default=2000, metavar="K",
-                     help="optimizer steps per fit (default 2000)")
+    enc.add_argument("--iterations", type=positive_int, default=DEFAULT_ITERATIONS, metavar="K",
+                     help=f"optimizer steps per fit (default {DEFAULT_ITERATIONS})")
     enc.add_argument("--precision", default=None, metavar="P",
                      help=f"fp32, fp16, {', '.join(PRESETS)} or q:<spec> (default "
                           f"{gsimage.DEFAULT_PRECISION})")

@@ -14,14 +14,38 @@ import numpy as np
 
 from . import limits
 from .limits import MAX_ITERATIONS, MAX_PIXELS, MAX_SIDE, MAX_SPLATS, DecodeLimitError
+from .quantize import MODE_QUANT, parse_precision
 from .splats import Splats
 
-__all__ = ["fit", "render", "render_batch", "backends", "MAX_SPLATS", "MAX_ITERATIONS"]
+__all__ = ["fit", "render", "render_batch", "backends", "MAX_SPLATS", "MAX_ITERATIONS",
+           "DEFAULT_ITERATIONS", "CPU_FIT", "PAPER_FIT"]
 
 
 def _core() -> ModuleType:
     """The compiled core ``gscodec._core`` (imported once, then cached by Python)."""
     return importlib.import_module("._core", __package__)
+
+
+#: `fit`'s default iteration count, chosen by measured time-to-quality
+#: (docs/benchmarks.md, "Encoder v2").
+DEFAULT_ITERATIONS = 200
+
+#: The paper's fit (grid init, Adam, optional luminance pruning): what the
+#: CUDA backend runs, and the ablation's baseline on the CPU.
+PAPER_FIT: dict[str, Any] = dict(
+    init="grid", lr_position=0.05, lr_covariance=0.05, lr_color=0.01,
+    densify_fraction=0.0, respawn_fraction=0.0, color_solve=False,
+)
+#: The CPU backend's default (encoder v2): content-adaptive init, half the
+#: splats added by error-guided densification, weak splats respawned, exact
+#: colour solves, larger steps. Chosen by measured time-to-quality.
+CPU_FIT: dict[str, Any] = dict(
+    init="content", lr_position=0.15, lr_covariance=0.15, lr_color=0.02,
+    densify_fraction=0.5, respawn_fraction=0.05, color_solve=True,
+)
+# Options only the CPU backend implements, and their values that mean "off".
+_CPU_ONLY = {"init": ("grid", "random"), "densify_fraction": (0.0,), "respawn_fraction": (0.0,),
+             "color_solve": (False,), "quantize_for": (None,)}
 
 
 def backends() -> dict[str, Any]:
@@ -228,16 +252,22 @@ def fit(
     images: Any,
     n_splats: int,
     *,
-    iterations: int = 2000,
-    init: str = "grid",
+    iterations: int = DEFAULT_ITERATIONS,
+    init: str | None = None,
     seed: int = 0,
-    lr_position: float = 0.05,
-    lr_covariance: float = 0.05,
-    lr_color: float = 0.01,
+    lr_position: float | None = None,
+    lr_covariance: float | None = None,
+    lr_color: float | None = None,
     lr_final_ratio: float = 0.1,
     l1_color: float = 0.0,
     prune_threshold: float = 0.0,
     prune_every: int = 100,
+    densify_fraction: float | None = None,
+    densify_rounds: int = 4,
+    respawn_fraction: float | None = None,
+    color_solve: bool | None = None,
+    quantize_for: str | None = None,
+    qat_fraction: float = 0.0,
     threads: int = 0,
     device: str = "auto",
     return_stats: bool = False,
@@ -246,12 +276,19 @@ def fit(
 
     ``images``: one H x W x 3 uint8 array (returns one `Splats`), a B x H x W x 3
     batch, or a list of images of any sizes (returns a list). Every image gets
-    ``n_splats`` Gaussians (1..`MAX_SPLATS`, at most one per pixel), optimized
-    with Adam for ``iterations`` steps on the L2 loss of the clamped render:
+    ``n_splats`` Gaussians (1..`MAX_SPLATS`, at most one per pixel; exactly
+    that many unless pruning removes some), optimized with Adam for
+    ``iterations`` steps on the L2 loss of the clamped render.
 
-    - ``init="grid"``: the paper's structured initialization (grid centres,
-      isotropic covariance of the cell's inscribed circle, cell-mean colour);
-      ``"random"``: uniform random centres and colours (ablation baseline).
+    Options left at ``None`` take the backend's best measured setting: `CPU_FIT`
+    on the CPU, `PAPER_FIT` on CUDA (which implements only the paper's fit; the
+    CPU-only options given explicitly with device CUDA raise ValueError).
+
+    - ``init="content"``: centres drawn from the image's gradient energy, sizes
+      from the local density of centres (CPU only); ``"grid"``: the paper's
+      structured initialization (grid centres, isotropic covariance of the
+      cell's inscribed circle, cell-mean colour); ``"random"``: uniform random
+      centres and colours (ablation baseline).
     - ``lr_position`` / ``lr_covariance`` / ``lr_color``: Adam step sizes per
       group (positions in grid-cell units, Cholesky diagonal in log units),
       decayed by a cosine schedule to ``lr_final_ratio`` times their value.
@@ -259,15 +296,34 @@ def fit(
     - ``prune_threshold``: luminance-aware pruning; every ``prune_every`` steps
       in the middle half of the run, splats whose Rec.601 luma of ``|colour|`` is
       below the threshold are removed. 0 disables it.
-    - ``seed``: random init is a function of the seed (grid init uses none).
-      On the CPU the same inputs and seed always give bit-identical splats,
-      whatever the batch composition or thread count; the CUDA backend sums
-      gradients with atomics, so it agrees with the CPU to float rounding.
+    - ``densify_fraction`` (CPU only): this part of ``n_splats`` is held back
+      and added in ``densify_rounds`` rounds over the first half of the run,
+      at centres drawn from the squared residual; ``respawn_fraction``: each
+      round also moves this fraction of the splats, the weakest (colour energy
+      x area), there.
+    - ``color_solve`` (CPU only): colours by exact least squares (the render
+      is linear in them) after init, after each densification round and at
+      the end.
+    - ``quantize_for`` (CPU only): a quantized precision (``"q7"``, ...; see
+      `gscodec.quantize`): the splats are returned on that precision's grid
+      **in format version 1.0** (per-field ranges; ``format.dumps(...,
+      version=(1, 0))``), the geometry snapped first and the colours re-solved
+      for it (with ``color_solve``) before they are snapped, so a v1.0 file of
+      that precision reproduces the returned splats. Version 2's step grids
+      are not targeted yet, so `gscodec.encode` (which writes v2) does not use it. ``qat_fraction``: the last part of the
+      iterations renders through the grid (straight-through gradients);
+      measured not to help yet (docs/benchmarks.md), so 0 by default.
+    - ``seed``: random and content init and densification are functions of the
+      seed (grid init uses none). On the CPU the same inputs and seed always
+      give bit-identical splats, whatever the batch composition or thread
+      count; the CUDA backend sums gradients with atomics, so it agrees with
+      the CPU's paper fit to float rounding.
     - ``threads``: CPU threads (0 = all).
     - ``device``: ``"auto"`` (CUDA when a device is present, else the CPU),
-      ``"cpu"`` or ``"cuda"`` (a clear RuntimeError when there is none). The
-      CUDA fit follows the same algorithm and agrees with the CPU's to float
-      rounding (not bit for bit: its gradients are summed with atomics).
+      ``"cpu"`` or ``"cuda"`` (a clear RuntimeError when there is none).
+
+    A fit interrupted by Ctrl-C (SIGINT) stops within a step and raises
+    KeyboardInterrupt (CPU backend).
 
     With ``return_stats=True`` returns ``(splats, stats)`` where ``stats`` holds
     per image ``psnr`` (dB, 8-bit render vs input), ``iterations`` and
@@ -279,14 +335,32 @@ def fit(
     _check_number("seed", seed, 0, 2**64 - 1, integer=True)
     _check_number("threads", threads, 0, 4096, integer=True)
     _check_number("prune_every", prune_every, 1, MAX_ITERATIONS, integer=True)
-    for name, value in (("lr_position", lr_position), ("lr_covariance", lr_covariance),
-                        ("lr_color", lr_color)):
-        _check_number(name, value, 0.0, 10.0)
+    _check_number("densify_rounds", densify_rounds, 1, 1000, integer=True)
+    backend = _resolve_device(device)
+    given = dict(init=init, lr_position=lr_position, lr_covariance=lr_covariance,
+                 lr_color=lr_color, densify_fraction=densify_fraction,
+                 respawn_fraction=respawn_fraction, color_solve=color_solve)
+    if backend == "cuda":
+        explicit = dict(given, quantize_for=quantize_for)
+        for name, off in _CPU_ONLY.items():
+            if explicit[name] is not None and explicit[name] not in off:
+                raise ValueError(f"{name}={explicit[name]!r} is implemented on the CPU backend "
+                                 f"only; use device='cpu'")
+    defaults = PAPER_FIT if backend == "cuda" else CPU_FIT
+    o = {k: (defaults[k] if v is None else v) for k, v in given.items()}
+    for name in ("lr_position", "lr_covariance", "lr_color"):
+        _check_number(name, o[name], 0.0, 10.0)
     _check_number("lr_final_ratio", lr_final_ratio, 0.0, 1.0)
     _check_number("l1_color", l1_color, 0.0, 1e3)
     _check_number("prune_threshold", prune_threshold, 0.0, 1e3)
-    if init not in ("grid", "random"):
-        raise ValueError(f"init must be 'grid' or 'random', got {init!r}")
+    _check_number("densify_fraction", o["densify_fraction"], 0.0, 0.9)
+    _check_number("respawn_fraction", o["respawn_fraction"], 0.0, 0.5)
+    if not isinstance(o["color_solve"], (bool, np.bool_)):
+        raise TypeError(f"color_solve must be a bool, got {type(o['color_solve']).__name__}")
+    if o["init"] not in ("grid", "random", "content"):
+        raise ValueError(f"init must be 'grid', 'random' or 'content', got {o['init']!r}")
+    qat = _qat_grid(quantize_for)
+    _check_number("qat_fraction", qat_fraction, 0.0, 1.0)
     _check_number("n_splats", n_splats, 1, MAX_SPLATS, integer=True)
     for i, img in enumerate(image_list):
         if n_splats > img.shape[0] * img.shape[1]:
@@ -294,21 +368,27 @@ def fit(
                 f"n_splats={n_splats} exceeds the pixel count of images[{i}] "
                 f"({img.shape[1]}x{img.shape[0]})"
             )
-    backend = _resolve_device(device)
 
     core = _core()
     opts = core.FitOptions()
     opts.n_splats = int(n_splats)
     opts.iterations = int(iterations)
-    opts.init = init
+    opts.init = o["init"]
     opts.seed = int(seed)
-    opts.lr_position = float(lr_position)
-    opts.lr_covariance = float(lr_covariance)
-    opts.lr_color = float(lr_color)
+    opts.lr_position = float(o["lr_position"])
+    opts.lr_covariance = float(o["lr_covariance"])
+    opts.lr_color = float(o["lr_color"])
     opts.lr_final_ratio = float(lr_final_ratio)
     opts.l1_color = float(l1_color)
     opts.prune_threshold = float(prune_threshold)
     opts.prune_every = int(prune_every)
+    opts.densify_fraction = float(o["densify_fraction"])
+    opts.densify_rounds = int(densify_rounds)
+    opts.respawn_fraction = float(o["respawn_fraction"])
+    opts.color_solve = bool(o["color_solve"])
+    if qat is not None:
+        opts.qat_bits, opts.qat_relative = qat
+    opts.qat_fraction = float(qat_fraction)
     opts.threads = int(threads)
 
     run = core._cuda_fit if backend == "cuda" else core.fit
@@ -321,3 +401,17 @@ def fit(
     if single:
         return (splats[0], stats[0]) if return_stats else splats[0]
     return (splats, stats) if return_stats else splats
+
+
+def _qat_grid(quantize_for: Any) -> tuple[list[int], list[bool]] | None:
+    """Bit widths and relative flags of a quantized precision, for the C++ fit."""
+    if quantize_for is None:
+        return None
+    try:
+        p = parse_precision(quantize_for)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"quantize_for: {e}") from None
+    if p.mode != MODE_QUANT:
+        raise ValueError(f"quantize_for must be a quantized precision (q6, q7, q8, q10 or "
+                         f"'q:...'), got {quantize_for!r}")
+    return list(p.bits), list(p.relative)

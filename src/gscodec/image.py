@@ -262,7 +262,7 @@ def decode(src: str | os.PathLike | BinaryIO | bytes, size: Size | None = None) 
 
 
 def encode(image: Any, *, n_splats: int | None = None, bpp: float | None = None,
-           iterations: int = 2000, precision: str | None = None,
+           iterations: int = engine.DEFAULT_ITERATIONS, precision: str | None = None,
            device: str = "auto") -> GSImage:
     """Fit (encode) an image into splats and return the resulting `GSImage`.
 

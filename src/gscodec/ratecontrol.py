@@ -108,7 +108,7 @@ def _check_target(bpp: float, precision: str | None, width: int, height: int,
 
 
 def encode_to_rate(pixels: np.ndarray, bpp: float, *, precision: str | None = None,
-                   iterations: int = 2000, device: str = "auto") -> bytes:
+                   iterations: int = engine.DEFAULT_ITERATIONS, device: str = "auto") -> bytes:
     """Fit ``pixels`` (H x W x 3 uint8) into ``.gsi`` bytes of about ``bpp`` bits per pixel.
 
     Lands within `BPP_TOLERANCE` (±10%) of the target when the image allows

@@ -1,0 +1,121 @@
+"""Encoder v2 (CPU): convergence, ablation and fixed-count encodes, one run.
+
+- ``convergence``: Kodak-224, 400 splats: mean PSNR after each iteration count
+  for the paper's fit (`gscodec.engine.PAPER_FIT`) and the v2 default, with CPU
+  seconds per image (one call per setting: images spread over the cores).
+- ``ablation``: Kodak-224, 400 splats, at one iteration count: the paper's fit,
+  then v2's steps added one at a time; fit PSNR and the PSNR of the q7 file.
+- ``encode``: full Kodak 768x512 at the splat count that today's rate control
+  picks for a target bpp at q7: the paper's fit at 2000 iterations (today's
+  default, one fit; rate control may refit up to 3 times) against the v2
+  default; q7 file PSNR, bpp and seconds, with JPEG and WebP (Pillow) at the
+  same bpp.
+
+    nice -n 10 python benchmarks/encoder_v2.py convergence --iterations 50 100 200 500
+    nice -n 10 python benchmarks/encoder_v2.py ablation --iterations 100
+    nice -n 10 python benchmarks/encoder_v2.py encode --images 2 --bpp 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+import gscodec
+from gscodec import format as fmt
+from gscodec import image as gsimage
+from gscodec import quantize as q
+from common import header, kodak224, kodak_paths, psnr
+from rate_distortion import pillow_codec
+
+PAPER = gscodec.engine.PAPER_FIT
+ABLATION = [
+    ("paper (grid init, Adam)", PAPER),
+    ("+ v2 step sizes", dict(PAPER, lr_position=0.15, lr_covariance=0.15, lr_color=0.02)),
+    ("+ content init", dict(color_solve=False, densify_fraction=0.0, respawn_fraction=0.0)),
+    ("+ densification", dict(color_solve=False, respawn_fraction=0.0)),
+    ("+ respawn", dict(color_solve=False)),
+    ("+ colour solve (v2 default)", {}),
+    ("v2, grid init", dict(init="grid")),
+    ("v2, no densification", dict(densify_fraction=0.0, respawn_fraction=0.0)),
+    ("v2 + quantized finish (q7)", dict(quantize_for="q7")),
+    ("v2 + quantized finish, straight-through last 20%", dict(quantize_for="q7", qat_fraction=0.2)),
+]
+
+
+def timed_fit(images, n, **kw):
+    t0 = time.perf_counter()
+    splats, stats = gscodec.fit(images, n, return_stats=True, device="cpu", **kw)
+    return splats, stats, (time.perf_counter() - t0) / len(images)
+
+
+def convergence(args, images) -> None:
+    print("| fit | " + " | ".join(f"{i} it: PSNR / s" for i in args.iterations) + " |")
+    print("|---|" + "---:|" * len(args.iterations))
+    for name, kw in (("paper", PAPER), ("v2 (default)", {})):
+        cells = []
+        for iters in args.iterations:
+            _, stats, sec = timed_fit(images, args.splats, iterations=iters, **kw)
+            cells.append(f"{np.mean([s['psnr'] for s in stats]):.2f} / {sec:.2f}")
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
+def ablation(args, images) -> None:
+    print(f"{args.iterations[0]} iterations, {args.splats} splats\n")
+    print("| setting | fit PSNR | q7 file PSNR | s / image |")
+    print("|---|---:|---:|---:|")
+    for name, kw in ABLATION:
+        splats, stats, sec = timed_fit(images, args.splats, iterations=args.iterations[0], **kw)
+        q7 = [psnr(gscodec.render(q.roundtrip(s, "q7")), im) for s, im in zip(splats, images)]
+        print(f"| {name} | {np.mean([s['psnr'] for s in stats]):.2f} | {np.mean(q7):.2f} "
+              f"| {sec:.2f} |", flush=True)
+
+
+def encode(args) -> None:
+    print("| image | bpp target | splats | fit | iterations | q7 PSNR | bpp | s | JPEG PSNR @bpp "
+          "| WebP PSNR @bpp |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    for path in kodak_paths(args.images):
+        img = np.asarray(Image.open(path).convert("RGB"))
+        h, w = img.shape[:2]
+        for bpp in args.bpp:
+            n = gsimage._splats_for(bpp * w * h, "q7", w, h)
+            jpeg, webp = pillow_codec(img, bpp, "JPEG"), pillow_codec(img, bpp, "WEBP")
+            seconds = {}
+            for name, iters, kw in (("paper", 2000, PAPER), ("v2", gscodec.engine.DEFAULT_ITERATIONS,
+                                                            dict(quantize_for="q7"))):
+                t0 = time.perf_counter()
+                s = gscodec.fit(img, n, iterations=iters, device="cpu", **kw)
+                data = fmt.dumps(s, precision="q7")
+                seconds[name] = time.perf_counter() - t0
+                decoded = gscodec.render(gscodec.open(data).splats)
+                print(f"| {path.stem} | {bpp} | {n} | {name} | {iters} | {psnr(decoded, img):.2f} "
+                      f"| {len(data) * 8 / (w * h):.3f} | {seconds[name]:.1f} "
+                      f"| {jpeg['psnr']:.2f} @{jpeg['bpp']:.3f} | {webp['psnr']:.2f} @{webp['bpp']:.3f} |",
+                      flush=True)
+            print(f"| {path.stem} | {bpp} | | speed-up | | | | "
+                  f"{seconds['paper'] / seconds['v2']:.1f}x | | |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["convergence", "ablation", "encode"])
+    ap.add_argument("--images", type=int, default=None, help="first N Kodak images (default all 24)")
+    ap.add_argument("--splats", type=int, default=400)
+    ap.add_argument("--iterations", type=int, nargs="+", default=[50, 100, 200, 500])
+    ap.add_argument("--bpp", type=float, nargs="+", default=[0.5])
+    args = ap.parse_args()
+    print(header("python benchmarks/encoder_v2.py " + " ".join(sys.argv[1:])))
+    if args.what == "encode":
+        encode(args)
+        return
+    images = [kodak224(p) for p in kodak_paths(args.images)]
+    (convergence if args.what == "convergence" else ablation)(args, images)
+
+
+if __name__ == "__main__":
+    main()

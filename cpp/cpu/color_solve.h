@@ -1,0 +1,221 @@
+// Exact colour re-solve: the render is linear in the colours, so for fixed
+// geometry the colours minimizing the (unclamped) L2 error solve the normal
+// equations G c = B, where G[i][j] = sum_p w_i(p) w_j(p) over the pixels both
+// splats cover (sparse: only overlapping pairs) and B[i] = sum_p w_i(p) t(p).
+// Solved by Jacobi-preconditioned conjugate gradients, warm-started from the
+// current colours, with a small ridge towards them so near-duplicate splats
+// (a singular G) keep sane colours.
+//
+// Deterministic whatever the thread count: rows are built independently and
+// every reduction runs in one fixed order.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <vector>
+
+#include "render.h"
+
+namespace gs::cpu {
+namespace GS_ISA {
+
+// Sparse symmetric G in compressed rows, each row's columns in ascending order.
+struct NormalEquations {
+  std::vector<size_t> row_start;  // n + 1
+  std::vector<int> cols;
+  std::vector<double> values;
+  std::vector<double> rhs;  // n x 3
+};
+
+// Per-splat weight patches over the cutoff boxes (row-major in the box).
+template <typename T>
+void weight_patches(const std::vector<PixelSplat<T>>& splats, const std::vector<PixelBox>& boxes,
+                    std::vector<size_t>& offsets, std::vector<T>& patches, bool parallel) {
+  const int n = static_cast<int>(splats.size());
+  offsets.assign(n + 1, 0);
+  for (int i = 0; i < n; ++i) {
+    const PixelBox& b = boxes[i];
+    offsets[i + 1] = offsets[i] + (b.empty() ? 0 : size_t(b.x1 - b.x0 + 1) * (b.y1 - b.y0 + 1));
+  }
+  patches.resize(offsets[n]);
+#pragma omp parallel for schedule(dynamic, 16) if (parallel)
+  for (int i = 0; i < n; ++i) {
+    const PixelBox& b = boxes[i];
+    if (b.empty()) continue;
+    const PixelSplat<T>& s = splats[i];
+    T* out = patches.data() + offsets[i];
+    const int bw = b.x1 - b.x0 + 1;
+    for (int py = b.y0; py <= b.y1; ++py) {
+      const T dy = T(py) + T(0.5) - s.my;
+      T* row = out + size_t(py - b.y0) * bw;
+#pragma omp simd
+      for (int px = b.x0; px <= b.x1; ++px) row[px - b.x0] = weight(s, T(px) + T(0.5) - s.mx, dy);
+    }
+  }
+}
+
+// target: planar 3 x H x W.
+template <typename T>
+NormalEquations normal_equations(const std::vector<PixelSplat<T>>& splats,
+                                  const std::vector<PixelBox>& boxes, const TileBins& bins,
+                                  const T* target, int width, int height, bool parallel) {
+  const int n = static_cast<int>(splats.size());
+  const size_t plane = size_t(width) * height;
+  std::vector<size_t> off;
+  std::vector<T> patch;
+  weight_patches(splats, boxes, off, patch, parallel);
+  std::vector<std::vector<int>> row_cols(n);
+  std::vector<std::vector<double>> row_vals(n);
+  NormalEquations eq;
+  eq.rhs.assign(size_t(3) * n, 0.0);
+#pragma omp parallel if (parallel)
+  {
+    std::vector<int> seen(n, -1);  // last row that listed each splat
+    std::vector<int> neighbours;
+#pragma omp for schedule(dynamic, 8)
+    for (int i = 0; i < n; ++i) {
+      const PixelBox& bi = boxes[i];
+      if (bi.empty()) continue;
+      const int wi = bi.x1 - bi.x0 + 1;
+      const T* pi = patch.data() + off[i];
+      for (int ch = 0; ch < 3; ++ch) {
+        double sum = 0;
+        for (int py = bi.y0; py <= bi.y1; ++py) {
+          const T* t = target + ch * plane + size_t(py) * width;
+          const T* w = pi + size_t(py - bi.y0) * wi;
+          for (int px = bi.x0; px <= bi.x1; ++px) sum += double(w[px - bi.x0]) * t[px];
+        }
+        eq.rhs[size_t(3) * i + ch] = sum;
+      }
+      neighbours.clear();
+      for (int ty = bi.y0 / kTileSize; ty <= bi.y1 / kTileSize; ++ty)
+        for (int tx = bi.x0 / kTileSize; tx <= bi.x1 / kTileSize; ++tx) {
+          const int t = ty * bins.tiles_x + tx;
+          for (size_t k = bins.offsets[t]; k < size_t(bins.offsets[t + 1]); ++k) {
+            const int j = bins.ids[k];
+            if (seen[j] == i) continue;
+            seen[j] = i;
+            neighbours.push_back(j);
+          }
+        }
+      std::sort(neighbours.begin(), neighbours.end());
+      for (int j : neighbours) {
+        const PixelBox& bj = boxes[j];
+        const int x0 = std::max(bi.x0, bj.x0), x1 = std::min(bi.x1, bj.x1);
+        const int y0 = std::max(bi.y0, bj.y0), y1 = std::min(bi.y1, bj.y1);
+        if (x0 > x1 || y0 > y1) continue;
+        const int wj = bj.x1 - bj.x0 + 1;
+        const T* pj = patch.data() + off[j];
+        double sum = 0;
+        for (int py = y0; py <= y1; ++py) {
+          const T* a = pi + size_t(py - bi.y0) * wi - bi.x0;
+          const T* b = pj + size_t(py - bj.y0) * wj - bj.x0;
+          T row = 0;
+#pragma omp simd reduction(+ : row)
+          for (int px = x0; px <= x1; ++px) row += a[px] * b[px];
+          sum += row;
+        }
+        if (sum > 0) {
+          row_cols[i].push_back(j);
+          row_vals[i].push_back(sum);
+        }
+      }
+    }
+  }
+  eq.row_start.assign(n + 1, 0);
+  for (int i = 0; i < n; ++i) eq.row_start[i + 1] = eq.row_start[i] + row_cols[i].size();
+  eq.cols.reserve(eq.row_start[n]);
+  eq.values.reserve(eq.row_start[n]);
+  for (int i = 0; i < n; ++i) {
+    eq.cols.insert(eq.cols.end(), row_cols[i].begin(), row_cols[i].end());
+    eq.values.insert(eq.values.end(), row_vals[i].begin(), row_vals[i].end());
+  }
+  return eq;
+}
+
+// Ridge weight relative to each splat's own G[i][i]: small enough not to bias a
+// well-posed solve measurably, large enough to pin down duplicates.
+constexpr double kColorRidge = 1e-1;
+constexpr int kColorSolveMaxIterations = 200;
+// Stop when |r|^2 <= tolerance * |B|^2 per channel: the fit's solves need a few
+// digits (the next steps refine anyway); tests ask for more.
+constexpr double kColorSolveTolerance = 1e-8;
+
+// Solves (G + ridge * diag(G)) c = B + ridge * diag(G) c0 for the 3 channels;
+// colors: n x 3, in: the current colours c0 (the warm start), out: the solution.
+// Splats that cover no pixel keep their colour.
+inline void solve_colors(const NormalEquations& eq, double* colors, bool parallel,
+                         double tolerance = kColorSolveTolerance) {
+  const int n = static_cast<int>(eq.row_start.size()) - 1;
+  std::vector<double> diag(n, 0.0);
+  for (int i = 0; i < n; ++i)
+    for (size_t k = eq.row_start[i]; k < eq.row_start[i + 1]; ++k)
+      if (eq.cols[k] == i) diag[i] = eq.values[k];
+  auto matvec = [&](const std::vector<double>& x, std::vector<double>& y) {
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int i = 0; i < n; ++i) {
+      double acc[3] = {0, 0, 0};
+      if (diag[i] > 0) {
+        for (size_t k = eq.row_start[i]; k < eq.row_start[i + 1]; ++k)
+          for (int ch = 0; ch < 3; ++ch) acc[ch] += eq.values[k] * x[size_t(3) * eq.cols[k] + ch];
+        for (int ch = 0; ch < 3; ++ch) acc[ch] += kColorRidge * diag[i] * x[size_t(3) * i + ch];
+      } else {
+        for (int ch = 0; ch < 3; ++ch) acc[ch] = x[size_t(3) * i + ch];
+      }
+      for (int ch = 0; ch < 3; ++ch) y[size_t(3) * i + ch] = acc[ch];
+    }
+  };
+  const size_t m = size_t(3) * n;
+  std::vector<double> x(colors, colors + m), b(m), r(m), z(m), p(m), q(m);
+  for (int i = 0; i < n; ++i)
+    for (int ch = 0; ch < 3; ++ch) {
+      const size_t k = size_t(3) * i + ch;
+      b[k] = diag[i] > 0 ? eq.rhs[k] + kColorRidge * diag[i] * x[k] : x[k];
+    }
+  auto precondition = [&](const std::vector<double>& in, std::vector<double>& out) {
+    for (int i = 0; i < n; ++i) {
+      const double s = diag[i] > 0 ? 1.0 / ((1.0 + kColorRidge) * diag[i]) : 1.0;
+      for (int ch = 0; ch < 3; ++ch) out[size_t(3) * i + ch] = s * in[size_t(3) * i + ch];
+    }
+  };
+  // The three channels share G but are independent systems: each keeps its own
+  // CG scalars (per-channel dot products).
+  auto dot3 = [&](const std::vector<double>& u, const std::vector<double>& v, double* out) {
+    out[0] = out[1] = out[2] = 0;
+    for (size_t k = 0; k < m; ++k) out[k % 3] += u[k] * v[k];
+  };
+  matvec(x, q);
+  for (size_t k = 0; k < m; ++k) r[k] = b[k] - q[k];
+  precondition(r, z);
+  p = z;
+  double rz[3], bb[3], rr[3];
+  dot3(r, z, rz);
+  dot3(b, b, bb);
+  for (int it = 0; it < kColorSolveMaxIterations; ++it) {
+    dot3(r, r, rr);
+    if (rr[0] <= tolerance * bb[0] && rr[1] <= tolerance * bb[1] && rr[2] <= tolerance * bb[2])
+      break;
+    matvec(p, q);
+    double pq[3], alpha[3];
+    dot3(p, q, pq);
+    for (int ch = 0; ch < 3; ++ch) alpha[ch] = pq[ch] > 0 ? rz[ch] / pq[ch] : 0.0;
+    for (size_t k = 0; k < m; ++k) {
+      x[k] += alpha[k % 3] * p[k];
+      r[k] -= alpha[k % 3] * q[k];
+    }
+    precondition(r, z);
+    double rz_new[3], beta[3];
+    dot3(r, z, rz_new);
+    for (int ch = 0; ch < 3; ++ch) {
+      beta[ch] = rz[ch] > 0 ? rz_new[ch] / rz[ch] : 0.0;
+      rz[ch] = rz_new[ch];
+    }
+    for (size_t k = 0; k < m; ++k) p[k] = z[k] + beta[k % 3] * p[k];
+  }
+  std::copy(x.begin(), x.end(), colors);
+}
+
+}  // namespace GS_ISA
+using namespace GS_ISA;
+}  // namespace gs::cpu

@@ -1,0 +1,210 @@
+"""Encoder v2 on the CPU: content-adaptive init, error-guided densification, the
+exact colour solve, the quantization-aware finish, delivered counts, determinism
+and Ctrl-C."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import gscodec
+from gscodec import _core
+from gscodec import quantize as q
+from reference import smooth_image
+
+PAPER = gscodec.engine.PAPER_FIT
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255.0**2 / mse)
+
+
+def test_densification_adds_splats_where_the_error_is():
+    """A flat image with one textured quadrant: with the start frozen (grid, no
+    steps that move anything), every densification round sees the start's
+    error, so the added splats (appended after the initial ones) follow it."""
+    rng = np.random.default_rng(0)
+    img = np.full((64, 64, 3), 128, np.uint8)
+    img[:32, 32:] = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    frozen = dict(PAPER, lr_position=0.0, lr_covariance=0.0, lr_color=0.0, densify_fraction=0.5)
+    s = gscodec.fit(img, 64, iterations=8, **frozen)
+    assert len(s) == 64
+    start = gscodec.fit(img, 32, iterations=0, **PAPER)
+    np.testing.assert_allclose(s.xy[:32], start.xy, rtol=1e-6)  # densification only added
+    error = ((gscodec.render(start, dtype=np.float32) - img / 255.0) ** 2).sum(axis=2)
+    assert error[:32, 32:].sum() / error.sum() > 0.8
+    added = s.xy[32:] * 64
+    in_quadrant = (added[:, 0] >= 32) & (added[:, 1] <= 32)
+    assert in_quadrant.mean() >= 0.7  # uniform placement: 0.25
+
+
+def test_content_init_puts_more_splats_on_detail():
+    rng = np.random.default_rng(1)
+    img = np.full((64, 64, 3), 90, np.uint8)
+    img[:, 32:] = rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)
+    s = gscodec.fit(img, 100, iterations=0, init="content", densify_fraction=0.0)
+    right = (s.xy[:, 0] >= 0.5).mean()
+    assert right > 0.6  # uniform would give 0.5; the flat half keeps its share
+    # Sizes follow the density: splats on the texture are smaller.
+    left_std = s.chol[s.xy[:, 0] < 0.5, 0].mean()
+    right_std = s.chol[s.xy[:, 0] >= 0.5, 0].mean()
+    assert right_std < left_std
+
+
+def _unit_renders(params_px: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pixels x splats matrix of each splat's weights (its render with colour 1)."""
+    cols = []
+    for row in params_px:
+        one = row.copy()[None]
+        one[0, 5:] = 1.0
+        cols.append(_core._render_px_f64(one, width, height)[:, :, 0].ravel())
+    return np.stack(cols, axis=1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_color_solve_matches_dense_least_squares(seed):
+    """The sparse CG solve equals NumPy's dense solution of the same problem:
+    min |W c - t|^2 + ridge * sum_i G_ii |c_i - c0_i|^2, G = W^T W."""
+    rng = np.random.default_rng(seed)
+    width, height, n = 20, 16, 12
+    params = np.column_stack([
+        rng.uniform(0, width, n), rng.uniform(0, height, n),
+        rng.uniform(1.0, 4.0, n), rng.uniform(-1.0, 1.0, n), rng.uniform(1.0, 4.0, n),
+        rng.uniform(-0.5, 1.0, (n, 3)),
+    ])
+    target = rng.uniform(0, 1, (height, width, 3))
+    solved = _core._solve_colors_px_f64(params, target)
+    w = _unit_renders(params, width, height)
+    ridge = np.sqrt(_core.COLOR_RIDGE * np.einsum("pi,pi->i", w, w))
+    a = np.vstack([w, np.diag(ridge)])
+    expected = np.stack([
+        np.linalg.lstsq(a, np.concatenate([target[:, :, ch].ravel(), ridge * params[:, 5 + ch]]),
+                        rcond=None)[0]
+        for ch in range(3)
+    ], axis=1)
+    np.testing.assert_allclose(solved, expected, rtol=1e-5, atol=1e-6)
+    # and it is a real improvement on the starting colours
+    def error(c):
+        return np.sum((w @ c - target.reshape(-1, 3)) ** 2)
+    assert error(solved) < error(params[:, 5:])
+
+
+def test_color_solve_improves_a_short_fit(sample_image):
+    kw = dict(init="content", densify_fraction=0.0, respawn_fraction=0.0, device="cpu",
+              return_stats=True)
+    off = gscodec.fit(sample_image, 200, iterations=20, color_solve=False, **kw)[1]["psnr"]
+    on = gscodec.fit(sample_image, 200, iterations=20, color_solve=True, **kw)[1]["psnr"]
+    assert on > off + 0.3
+
+
+def test_quantized_finish_is_what_the_file_holds(sample_image):
+    """With quantize_for the returned splats lie on the precision's (format
+    v1.0) grid: a v1.0 q7 file reproduces them, and it beats quantizing a plain
+    fit afterwards."""
+    img = sample_image[:96, :128]
+    plain = gscodec.fit(img, 200, iterations=60)
+    snapped, stats = gscodec.fit(img, 200, iterations=60, quantize_for="q7", return_stats=True)
+    stored = q.roundtrip(snapped, "q7", major=1)
+
+    def rows(s):  # the file stores splats in its own (Morton) order
+        a = s.to_array()
+        return a[np.lexsort(a.T[::-1])]
+    np.testing.assert_allclose(rows(stored), rows(snapped), rtol=1e-5, atol=1e-6)
+    file_psnr = psnr(gscodec.render(stored), img)
+    assert file_psnr == pytest.approx(stats["psnr"], abs=0.01)
+    after = psnr(gscodec.render(q.roundtrip(plain, "q7", major=1)), img)
+    assert file_psnr > after
+
+
+def test_quantize_for_rejects_float_precisions(sample_image):
+    with pytest.raises(ValueError, match="quantize_for"):
+        gscodec.fit(sample_image[:8, :8], 4, quantize_for="fp16")
+    with pytest.raises(ValueError, match="quantize_for"):
+        gscodec.fit(sample_image[:8, :8], 4, quantize_for="q99")
+
+
+@pytest.mark.parametrize("n, iterations", [(1, 5), (7, 0), (7, 1), (50, 3), (333, 17)])
+def test_requested_count_is_delivered(n, iterations):
+    img = smooth_image(np.random.default_rng(n), 40, 36)
+    s = gscodec.fit(img, n, iterations=iterations)
+    assert len(s) == n
+    s = gscodec.fit(img, n, iterations=iterations, densify_fraction=0.9, densify_rounds=7,
+                    respawn_fraction=0.5)
+    assert len(s) == n
+
+
+def test_default_fit_is_deterministic_per_seed():
+    img = smooth_image(np.random.default_rng(3), 48, 40)
+    a = gscodec.fit(img, 60, iterations=40, seed=5, threads=2)
+    b = gscodec.fit(img, 60, iterations=40, seed=5, threads=1)
+    c = gscodec.fit(img, 60, iterations=40, seed=6)
+    assert a == b
+    assert a != c
+
+
+def test_v2_beats_the_paper_fit_at_equal_steps(sample_image):
+    v2 = gscodec.fit(sample_image, 400, iterations=100, return_stats=True)[1]["psnr"]
+    paper = gscodec.fit(sample_image, 400, iterations=100, return_stats=True, **PAPER)[1]["psnr"]
+    assert v2 > paper + 1.0
+
+
+CTRL_C = """
+import sys, numpy as np, gscodec
+img = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+print("fitting", flush=True)
+try:
+    gscodec.fit(img, 400, iterations=1_000_000, threads=1)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(3)
+"""
+
+
+def interrupt_when(proc: subprocess.Popen, stream, marker: bytes) -> tuple[int, float, str]:
+    """Wait for ``marker`` on ``stream`` (the child is about to fit), let the fit
+    run half a second, send SIGINT; returns (exit status, seconds from the
+    signal to the exit, everything the stream carried)."""
+    try:
+        seen = b""
+        while marker not in seen:
+            chunk = os.read(stream.fileno(), 256)
+            assert chunk, seen
+            seen += chunk
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        sent = time.perf_counter()
+        status = proc.wait(timeout=10)
+        return status, time.perf_counter() - sent, (seen + stream.read()).decode()
+    finally:
+        proc.kill()
+
+
+def test_ctrl_c_stops_a_long_fit_within_a_second():
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C], stdout=subprocess.PIPE)
+    status, elapsed, out = interrupt_when(proc, proc.stdout, b"fitting")
+    assert status == 3 and out.split() == ["fitting", "interrupted"]
+    assert elapsed < 1.0
+
+
+def test_ctrl_c_stops_a_cli_encode_within_a_second(tmp_path):
+    src = tmp_path / "noise.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(src)
+    # The CLI's main, started once its imports are done (the progress line is
+    # only drawn on a terminal); reading a 224 x 224 PNG takes milliseconds.
+    cli = ("import sys, gscodec.cli; print('ready', flush=True); "
+           f"sys.exit(gscodec.cli.main(['encode', {str(src)!r}, '--iterations', '1000000']))")
+    proc = subprocess.Popen([sys.executable, "-c", cli], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    status, elapsed, _ = interrupt_when(proc, proc.stdout, b"ready")
+    err = proc.stderr.read().decode()
+    assert status == 130
+    assert "gscodec: interrupted" in err and "Traceback" not in err
+    assert elapsed < 1.0
+    assert not (tmp_path / "noise.gsi").exists()
