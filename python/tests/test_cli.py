@@ -50,7 +50,7 @@ def test_encode_one_file_with_output(capsys, images, tmp_path) -> None:
     assert code == 0, err
     g = gscodec.open(out)
     assert (g.n_splats, g.size) == (30, (24, 16))
-    assert g.precision.startswith("q:x=8,y=7,l11=8")
+    assert g.precision.startswith("q:x=8,")  # q8: the widths that follow depend on the data (v2)
     assert "[1/1]" in err and "30 splats" in err and "dB" in err
 
 

@@ -105,9 +105,11 @@ def test_fit_steps_follow_twin(sample_image, device):
     dense autograd fit from the same initial splats: the same units, loss, Adam
     and clamps, so the same splats to float32 rounding after 10 steps."""
     image = sample_image[:48, :64].copy()
-    lrs = dict(lr_position=0.05, lr_covariance=0.05, lr_color=0.01)
-    init = gscodec.fit(image, 60, iterations=0, device="cpu")
-    got = gscodec.fit(image, 60, iterations=10, lr_final_ratio=1.0, device=device, **lrs).to_array()
+    # The paper's fit (grid init, plain Adam): the twin has no densification or colour solve.
+    paper = dict(gscodec.engine.PAPER_FIT, lr_position=0.05, lr_covariance=0.05, lr_color=0.01)
+    lrs = {k: paper[k] for k in ("lr_position", "lr_covariance", "lr_color")}
+    init = gscodec.fit(image, 60, iterations=0, device="cpu", **paper)
+    got = gscodec.fit(image, 60, iterations=10, lr_final_ratio=1.0, device=device, **paper).to_array()
     want = dense_fit(image, init.to_array(), 10, **lrs)
     err = np.abs(got - want) / np.abs(want).max(axis=0)
     assert err.max() < 1e-3, f"worst relative error {err.max():.2e} in column {err.max(axis=0).argmax()}"

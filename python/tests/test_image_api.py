@@ -80,9 +80,9 @@ def test_encode_array_pil_and_path_agree(tmp_path, image) -> None:
     g = results[0]
     assert isinstance(g, GSImage)
     assert (g.size, g.width, g.height, g.mode, g.n_splats) == ((24, 16), 24, 16, "RGB", 20)
-    # q7 by default: a 1/4-pixel position grid (version 2 reports the stored
-    # code widths, which follow from the grids and the colour predictors)
-    assert g.precision.startswith("q:x=7,y=6,l11=")
+    # q7 by default (version 2 reports the stored code widths, which follow
+    # from the data's ranges on q7's grids and the colour predictors)
+    assert g.precision == gscodec.open(gscodec.format.dumps(g.splats, precision="q7")).precision
 
 
 def test_encode_accepts_grey_and_rgba_arrays(image) -> None:
