@@ -7,6 +7,9 @@
     nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py kodak --limit 24
     nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py cifar --limit 500
     nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py speed
+    nice -n 10 .venv/bin/python benchmarks/fit_cache.py kodak224 --limit 24
+    nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py dictionary --limit 500
+    nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py estimate --limit 500
 
 kodak: for each cached fit (3000 splats, 300 iterations) and preset, the v1.0
 file, the v2 file of the same preset, and the v2 file whose per-field
@@ -17,12 +20,22 @@ file) and PSNR against the original image. cifar: q7 bytes per image at 16 /
 image's v2 file (those images are left out of all three averages).
 speed: parse + render of one 768x512 file with 10k splats, v1.0 vs v2,
 median of 7 runs each, interleaved.
+dictionary: what `encode-dataset --dictionary` saves, at q7 and fp16 (its
+default): CIFAR-10 test at 16 and 64 splats, one dictionary trained as the
+pipeline trains it (the files of the first `DICTIONARY_SAMPLE` images) and
+measured on the other images; Kodak-224 at 400 splats (24 images, too few to
+set a sample aside), each image measured with a dictionary trained on the
+other 23.
+estimate: measured v2 payload bits per splat (file less header and CRC) over
+`gscodec.quantize.estimate_bits_per_splat`, per set and preset (CIFAR-10 at
+16 / 32 / 64, Kodak-224 at 400, Kodak at 3000 splats).
 Prints markdown and writes benchmarks/out/bitstream_v2-<which>.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import statistics
 import sys
@@ -34,11 +47,14 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, kodak_paths  # noqa: E402
-from fit_cache import CIFAR_SPLATS, OUT, cifar_fits, kodak_fits  # noqa: E402
+from fit_cache import (  # noqa: E402
+    CIFAR_SPLATS, KODAK224_SPLATS, OUT, cifar_fits, kodak224_fits, kodak_fits,
+)
 
 import gscodec  # noqa: E402
 from gscodec import format as fmt  # noqa: E402
 from gscodec import quantize as q  # noqa: E402
+from gscodec.datasets.pipeline import DICTIONARY_SAMPLE  # noqa: E402
 from gscodec.metrics import psnr  # noqa: E402
 
 PRESETS = ("q6", "q7", "q8", "q10")
@@ -116,6 +132,75 @@ def cifar_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def dictionary_savings(limit: int) -> dict:
+    sets = {f"CIFAR-10 test, {n} splats": cifar_fits(limit, n) for n in (16, 64)}
+    sets[f"Kodak-224, {KODAK224_SPLATS} splats"] = kodak224_fits(24)
+    result = {}
+    for name, fits in sets.items():
+        for precision in ("q7", "fp16"):
+            files = [fmt.dumps(s, precision=precision) for s in fits]
+            if len(fits) > DICTIONARY_SAMPLE:
+                dictionary = fmt.train_dictionary(files[:DICTIONARY_SAMPLE])
+                test = range(DICTIONARY_SAMPLE, len(fits))
+                with_dict = [len(fmt.dumps(fits[i], precision=precision, dictionary=dictionary))
+                             for i in test]
+                dict_bytes = len(dictionary.as_bytes())
+            else:  # leave one out
+                test = range(len(fits))
+                with_dict, sizes = [], []
+                for i in test:
+                    dictionary = fmt.train_dictionary(files[:i] + files[i + 1:])
+                    with_dict.append(len(fmt.dumps(fits[i], precision=precision,
+                                                   dictionary=dictionary)))
+                    sizes.append(len(dictionary.as_bytes()))
+                dict_bytes = int(np.mean(sizes))
+            without = float(np.mean([len(files[i]) for i in test]))
+            row = {"images": len(test), "without": without, "with": float(np.mean(with_dict)),
+                   "dictionary_bytes": dict_bytes}
+            result[f"{name}, {precision}"] = row
+            print(name, precision, row, flush=True)
+    return result
+
+
+def dictionary_table(result: dict) -> str:
+    lines = ["Mean bytes per file, without and with a data-set dictionary:", "",
+             "| set, precision | images measured | without | with dictionary | saving | "
+             "dictionary size |", "|---|---|---|---|---|---|"]
+    for name, r in result.items():
+        lines.append(f"| {name} | {r['images']} | {r['without']:.1f} | {r['with']:.1f} | "
+                     f"{100 * (1 - r['with'] / r['without']):.1f}% | {r['dictionary_bytes']} B |")
+    return "\n".join(lines)
+
+
+def estimate(limit: int) -> dict:
+    sets = {f"CIFAR-10 test, {n} splats": cifar_fits(limit, n) for n in CIFAR_SPLATS}
+    sets[f"Kodak-224, {KODAK224_SPLATS} splats"] = kodak224_fits(24)
+    sets["Kodak, 3000 splats"] = [s for _, s in kodak_fits(24)]
+    result = {}
+    for name, fits in sets.items():
+        for preset in PRESETS:
+            ratios = []
+            for s in fits:
+                data = fmt.dumps(s, precision=preset)
+                payload = len(data) - fmt.read_header(io.BytesIO(data)).data_offset - 4
+                ratios.append(8 * payload / len(s)
+                              / q.estimate_bits_per_splat(preset, len(s), s.width, s.height))
+            result[f"{name}, {preset}"] = {"images": len(fits), "mean": float(np.mean(ratios)),
+                                           "min": float(np.min(ratios)),
+                                           "max": float(np.max(ratios))}
+            print(name, preset, result[f"{name}, {preset}"], flush=True)
+    return result
+
+
+def estimate_table(result: dict) -> str:
+    lines = ["Measured v2 payload bits per splat over the estimate:", "",
+             "| set, preset | images | mean | min | max |", "|---|---|---|---|---|"]
+    for name, r in result.items():
+        lines.append(f"| {name} | {r['images']} | {r['mean']:.3f} | {r['min']:.3f} | "
+                     f"{r['max']:.3f} |")
+    return "\n".join(lines)
+
+
 def speed() -> dict:
     cache = OUT / "kodak-kodim01-10000-speed.npz"
     if cache.exists():
@@ -149,13 +234,19 @@ def speed() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("which", choices=["kodak", "cifar", "speed"])
+    ap.add_argument("which", choices=["kodak", "cifar", "speed", "dictionary", "estimate"])
     ap.add_argument("--limit", type=int, default=24)
     args = ap.parse_args()
     command = " ".join(["benchmarks/bitstream_v2.py", *sys.argv[1:]])
     if args.which == "kodak":
         result = kodak(args.limit)
         table = kodak_table(result)
+    elif args.which == "estimate":
+        result = estimate(args.limit)
+        table = estimate_table(result)
+    elif args.which == "dictionary":
+        result = dictionary_savings(args.limit)
+        table = dictionary_table(result)
     elif args.which == "cifar":
         result = cifar(args.limit)
         table = cifar_table(result)

@@ -387,3 +387,28 @@ def test_sample_count_comes_from_sizes_json(data, tmp_path):
     # encode-dataset writes sizes.json; a deliberately different count proves it is read.
     (shards / "sizes.json").write_text(json.dumps({"s-0.tar": 5, "s-1.tar": 7}))
     assert count_samples(shards) == 12
+
+
+def test_shard_stream_uses_the_dataset_dictionary(tmp_path):
+    """GS shards written with a shared dictionary (as ``encode-dataset --dictionary``
+    leaves them: ``gsi.dict`` beside the shards) load through ShardStream."""
+    from gscodec.clip.data import ShardStream, iter_eval_samples
+    from gscodec.errors import GSIError
+
+    rng = np.random.default_rng(1)
+    splats = [gscodec.Splats.from_array(rng.random((64, 8)).astype(np.float32), 16, 16)
+              for _ in range(12)]
+    dictionary = gsi_format.train_dictionary(gsi_format.dumps(s) for s in splats)
+    files = [gsi_format.dumps(s, dictionary=dictionary) for s in splats]
+    assert gsi_format.read_header(io.BytesIO(files[0])).dictionary_id == dictionary.dict_id()
+    with tarfile.open(tmp_path / "s-0.tar", "w") as tar:
+        for i, data in enumerate(files):
+            _add(tar, f"k{i:02d}.gsi", data)
+    (tmp_path / "gsi.dict").write_bytes(dictionary.as_bytes())
+    expected = [gsi_format.loads(data, dictionary) for data in files]
+    stream = ShardStream(tmp_path, lambda sample, _: sample["gsi"], shuffle=False, repeat=False)
+    assert list(stream) == expected
+    assert [s["gsi"] for s in iter_eval_samples(tmp_path)[0]] == expected
+    (tmp_path / "gsi.dict").unlink()
+    with pytest.raises(GSIError, match="dictionary with id"):
+        list(stream)

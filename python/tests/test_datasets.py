@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zstandard
 from PIL import Image
 
 import gscodec
@@ -30,6 +31,7 @@ from gscodec.datasets import (
     rank_from_env,
 )
 from gscodec import cli
+from gscodec import format as gsi_format
 from gscodec.datasets.pipeline import resize_center_crop
 from gscodec.datasets.pipeline import ImageBar
 from gscodec.errors import GSIError
@@ -425,6 +427,106 @@ def test_cli_register_and_errors(tmp_path, capsys):
         args.func(args)
     assert cli.main(["encode-dataset", str(shard), "-o", "x", "-n", "4", "--precision", "fp7"]) == 1
     assert "precision 'fp7'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- dictionary
+
+#: Enough splats that zstd frames (and so the dictionary) pay off on 8x8 images.
+DICT_OPTS = {**FAST, "splats": 16}
+
+
+def gsi_members(out: Path) -> dict[str, bytes]:
+    return {name[: -len(".gsi")]: data for shard in sorted(out.glob("*.tar"))
+            for name, data in tar_members(shard).items() if name.endswith(".gsi")}
+
+
+def test_dictionary_round_trip_resume_and_cli(tmp_path, capsys):
+    make_shards(tmp_path / "in", 2, 12)
+    pattern, out = str(tmp_path / "in" / "*.tar"), tmp_path / "out"
+    assert cli.main(["encode-dataset", pattern, "-o", str(out), "-n", "16", "--iterations", "5",
+                     "--native", "-q", "--dictionary"]) == 0
+    dictionary = zstandard.ZstdCompressionDict((out / "gsi.dict").read_bytes())
+    dict_id = dictionary.dict_id()
+    summary = manifest(out / "summary.json")
+    assert dict_id and summary["settings"]["dictionary_id"] == dict_id
+    assert summary["dictionary"] == "gsi.dict" and summary["count"] == 24
+    assert manifest(out / "in-00001.manifest.json")["settings"]["dictionary_id"] == dict_id
+    files = gsi_members(out)
+    ids = [gsi_format.read_header(io.BytesIO(data)).dictionary_id for data in files.values()]
+    assert dict_id in ids and set(ids) <= {0, dict_id}  # used where it pays, raw elsewhere
+    got = {s["__key__"]: s["gsi"] for s in iter_samples(out)}
+    assert got == {key: gsi_format.loads(data, dictionary) for key, data in files.items()}
+    assert [s["__key__"] for s in GSIShardDataset(out)] == sorted(files)
+
+    # Resume: a redone shard is written with the same dictionary, byte for byte.
+    before = (out / "in-00001.tar").read_bytes()
+    (out / "in-00001.manifest.json").unlink()
+    summary = encode_dataset(pattern, out, dictionary=True, **DICT_OPTS)
+    assert summary["run"]["shards_encoded"] == 1 and summary["run"]["shards_skipped"] == 1
+    assert (out / "in-00001.tar").read_bytes() == before
+    assert zstandard.ZstdCompressionDict((out / "gsi.dict").read_bytes()).dict_id() == dict_id
+    # Shards made with the dictionary are not mixed with shards made without one.
+    with pytest.raises(ValueError, match="dictionary_id"):
+        encode_dataset(pattern, out, **DICT_OPTS)
+    capsys.readouterr()
+
+
+def test_dictionary_missing_or_wrong_is_a_clear_error(tmp_path):
+    make_shards(tmp_path / "in", 1, 12)
+    out = tmp_path / "out"
+    encode_dataset(tmp_path / "in" / "in-00000.tar", out, dictionary=True, **DICT_OPTS)
+    right = (out / "gsi.dict").read_bytes()
+    dict_id = zstandard.ZstdCompressionDict(right).dict_id()
+
+    (out / "gsi.dict").unlink()
+    with pytest.raises(GSIError, match=f"dictionary with id {dict_id}; none was given"):
+        list(iter_samples(out))
+    # Without the dictionary, the raw bytes are still readable.
+    assert len(list(iter_samples(out, decode_gsi=False))) == 12
+
+    other = gsi_format.train_dictionary(
+        gsi_format.dumps(gscodec.Splats.from_array(np.random.default_rng(i).random((8, 8)), 4, 4))
+        for i in range(12))
+    assert other.dict_id() != dict_id
+    (out / "gsi.dict").write_bytes(other.as_bytes())
+    with pytest.raises(GSIError, match=f"id {dict_id}, got id {other.dict_id()}"):
+        list(iter_samples(out))
+
+    (out / "gsi.dict").write_bytes(b"not a dictionary")
+    with pytest.raises(GSIError, match="not a zstd dictionary"):
+        list(iter_samples(out))
+    # Encoding into a folder whose dictionary is damaged is refused too.
+    with pytest.raises(GSIError, match="not a zstd dictionary"):
+        encode_dataset(tmp_path / "in" / "in-00000.tar", out, dictionary=True, **DICT_OPTS)
+
+    (out / "gsi.dict").write_bytes(right)
+    assert len(list(iter_samples(out))) == 12
+
+
+def test_dictionary_is_trained_by_rank_0_and_shared(tmp_path, monkeypatch):
+    from gscodec.datasets import pipeline
+
+    make_shards(tmp_path / "in", 3, 12)
+    pattern, out = str(tmp_path / "in" / "*.tar"), tmp_path / "out"
+    opts = dict(dictionary=True, world_size=2, device="cpu", **DICT_OPTS)
+    monkeypatch.setattr(pipeline, "DICTIONARY_WAIT_S", 0.0)
+    with pytest.raises(TimeoutError, match="rank 0 did not write"):
+        encode_dataset(pattern, out, rank=1, **opts)
+    assert not list(out.glob("*.tar"))
+    encode_dataset(pattern, out, rank=0, **opts)
+    summary = encode_dataset(pattern, out, rank=1, **opts)
+    dict_id = zstandard.ZstdCompressionDict((out / "gsi.dict").read_bytes()).dict_id()
+    assert summary["shards_complete"] == 3 and summary["settings"]["dictionary_id"] == dict_id
+    assert {manifest(m)["settings"]["dictionary_id"] for m in out.glob("*.manifest.json")} \
+        == {dict_id}
+    assert len(list(iter_samples(out))) == 36
+
+
+def test_dictionary_needs_enough_images(tmp_path):
+    shard = make_shards(tmp_path / "in", 1, 3)[0]
+    with pytest.raises(ValueError, match="cannot train on shard in-00000"):
+        encode_dataset(shard, tmp_path / "out", dictionary=True, **DICT_OPTS)
+    assert not (tmp_path / "out" / "gsi.dict").exists()
 
 
 # --------------------------------------------------------------------------- reader

@@ -221,6 +221,18 @@ def test_file_that_gains_nothing_from_the_dictionary_stays_self_contained(dictio
     assert fmt.loads(data) == q.roundtrip(one, "q7")
 
 
+def test_a_dictionary_never_makes_a_file_larger() -> None:
+    # Trained on other files (fp16): for q7 payloads its tables are a poor fit,
+    # and the writer then keeps zstd's own (flags bit 3 clear).
+    other = fmt.train_dictionary([fmt.dumps(random_splats(50, 16, 16, seed=i), precision="fp16")
+                                  for i in range(20)], size=2048)
+    for n in (20, 300, 2000):
+        s = random_splats(n, 64, 64, seed=n)
+        data = fmt.dumps(s, precision="q7", dictionary=other)
+        assert len(data) <= len(fmt.dumps(s, precision="q7"))
+        assert fmt.loads(data, dictionary=other) == q.roundtrip(s, "q7")
+
+
 # ---------------------------------------------------------------- allocation
 
 

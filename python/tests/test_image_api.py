@@ -263,3 +263,14 @@ def test_bpp_beyond_any_file_is_a_clear_error(image, fit_calls, bpp) -> None:
     with pytest.raises(ValueError, match=r"bpp=.* is too high for a 24x16 image"):
         gscodec.encode(image, bpp=bpp)
     assert fit_calls == []
+
+
+def test_bpp_chooses_count_and_precision_together(fit_calls) -> None:
+    # No precision given: the first fit's precision is reallocated per field at
+    # q7's distortion (fewer bits per splat), and the next fit spends the bits saved.
+    img = smooth_image(4, 32, 32)
+    joint = gscodec.encode(img, bpp=4.0, iterations=60)
+    at_q7 = gscodec.encode(img, bpp=4.0, precision="q7", iterations=60)
+    assert joint.precision != at_q7.precision
+    assert abs(joint.info["bpp"] / 4.0 - 1) <= 0.10
+    assert joint.n_splats > at_q7.n_splats

@@ -225,7 +225,7 @@ def dumps(splats: Splats, *, precision: str = "fp16",
     `gscodec.quantize.parse_precision`). ``metadata``: optional string
     key/value pairs. ``dictionary``: a zstd dictionary from `train_dictionary`
     (the file then records its id and needs it to decode, unless a raw
-    payload came out smaller). ``version``: `VERSION` (2.0) or `VERSION_1`
+    payload or a frame without it came out no larger). ``version``: `VERSION` (2.0) or `VERSION_1`
     (1.0, for version-1 readers; no dictionary). Lossy modes reorder the
     splats (Morton order); `loads` of the result gives the exact splats.
     """
@@ -405,6 +405,11 @@ def _dumps_v2(splats: Splats, p: q.Precision, meta: bytes,
         planes = [pl for a, w in zip(fp.arrays, fp.widths) for pl in _byte_planes(a, w)]
         raw_layout = b"".join(planes)
     frame = _compress(planes, dictionary)
+    if dictionary is not None:
+        # A dictionary's literal tables can fit a file worse than its own do.
+        plain = _compress(planes)
+        if len(plain) <= len(frame):
+            frame, dictionary = plain, None
     use_zstd = n > 0 and len(frame) < len(raw_layout)
     flags = p.mode | (predictors << _PREDICTOR_SHIFT) | (_ZSTD if use_zstd else 0)
     head = [_varint(splats.width), _varint(splats.height), _varint(n)]

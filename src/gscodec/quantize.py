@@ -379,13 +379,14 @@ def roundtrip(splats: Splats, precision: str | Precision, major: int = 2) -> Spl
 
 def estimate_bits_per_splat(precision: str | Precision, n_splats: int, width: int,
                             height: int) -> float:
-    """Rough payload bits per splat after zstd, for rate control.
+    """Rough version-2 payload bits per splat (without header and CRC), for
+    rate control.
 
-    Fitted to the version-1.0 files of the Kodak rate-distortion benchmark
-    and of docs/format.md "Choosing the presets" (within about 5%). Version-2
-    payloads measure 0.89-0.97 times it on Kodak (3000 splats) and 0.99-1.07
-    times it on CIFAR-10 (16-64 splats); rate control corrects it with the
-    measured size.
+    Fitted to the v2 files of cached fits at q6-q10 (``benchmarks/
+    bitstream_v2.py estimate``: CIFAR-10 at 16 / 32 / 64 splats, Kodak-224 at
+    400, Kodak at 3000): the mean measured payload is 0.97-1.04 times it in
+    each set and preset (the previous, version-1.0 fit: 0.90-1.07); single
+    files 0.76-1.15 times. Rate control corrects it with the measured size.
     """
     p = precision if isinstance(precision, Precision) else parse_precision(precision)
     if p.mode == MODE_FP32:
@@ -395,11 +396,12 @@ def estimate_bits_per_splat(precision: str | Precision, n_splats: int, width: in
     n = max(n_splats, 1)
     bits = p.resolve(width, height)
     # Sorted positions cost about log2(grid cells / n) + 1.44 bits plus coder
-    # overhead. zstd saves a bit or two per other field, more as splats get
-    # denser (neighbours more alike): 0.27 bit per doubling of n. It stores
-    # incompressible planes raw, which bounds the estimate.
-    position = max(2.0, bits[0] + bits[1] - math.log2(n) + 2.5)
-    saving = min(2.5, max(0.0, 1.5 + 0.27 * math.log2(n / 4096)))
+    # overhead. Below ~128 splats the payload is stored raw or zstd barely
+    # pays; above, zstd and the predictors save per field 0.5 bit per doubling
+    # of n (more splats, more alike neighbours), up to 2.5 bits (the largest
+    # measured was 2.3, at 3000). Raw bit packing bounds the estimate.
+    position = max(2.0, bits[0] + bits[1] - math.log2(n) + 4.0)
+    saving = min(2.5, max(0.0, 0.5 * math.log2(n) - 3.5))
     raw = 8 * ((bits[0] + bits[1] + 7) // 8 + sum((b + 7) // 8 for b in bits[2:]))
     return min(position + sum(b - saving for b in bits[2:]), raw + 2.0)
 

@@ -3,11 +3,15 @@
 `encode_to_rate` picks the splat count (and, when none is given, the
 precision) so that the file lands within `BPP_TOLERANCE` of the target,
 fitting at most `MAX_FITS` times; a file over the target is trimmed of its
-weakest splats instead of being refitted. ``gscodec.encode(..., bpp=)`` uses it.
+weakest splats instead of being refitted. With no precision given, count and
+precision are chosen together: the first fit's precision is reallocated per
+field at the preset's distortion (`gscodec.quantize.allocate`), and the bits
+this saves buy more splats in the next fit. ``gscodec.encode(..., bpp=)`` uses it.
 """
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -16,6 +20,7 @@ from . import engine
 from . import format as fmt
 from . import quantize as q
 from .limits import MAX_SPLATS
+from .metrics import psnr
 from .splats import Splats
 
 __all__ = ["encode_to_rate", "BPP_TOLERANCE", "MAX_FITS"]
@@ -24,6 +29,9 @@ __all__ = ["encode_to_rate", "BPP_TOLERANCE", "MAX_FITS"]
 BPP_TOLERANCE = 0.10
 MAX_FITS = 3
 _AIM = 1.02  # fits aim this much over the target (trimming is cheaper than a refit)
+# A fit whose precision was just reallocated and lands more than this under
+# the target is refitted with the splats the spared bits buy.
+_SPARE = 0.02
 # Precisions rate control moves up to when the target needs more splats than
 # the image has pixels (more bits per splat is then the only way up).
 _FINER = ("q7", "q8", "q10", "fp16", "fp32")
@@ -32,19 +40,33 @@ _FINER = ("q7", "q8", "q10", "fp16", "fp32")
 _MAX_BITS_PER_SPLAT = 8 * 32 * 1.01
 
 
-def _container_bits(precision: str) -> int:
-    """File bits that do not depend on the splat count (header, chunks, frame)."""
-    return 8 * len(fmt.dumps(Splats.from_array(np.zeros((0, 8), np.float32), 1, 1),
-                             precision=precision))
+def _container_bits(precision: str, width: int, height: int) -> int:
+    """File bits besides the payload (header with the quantizer's descriptor,
+    CRC) of a one-splat file of this size; a fitted file's own are measured."""
+    one = Splats.from_array(np.array([[0.5, 0.5, 0.1, 0.0, 0.1, 0.5, 0.5, 0.5]], np.float32),
+                            width, height)
+    return _header_bits(fmt.dumps(one, precision=precision))
+
+
+def _header_bits(data: bytes) -> int:
+    """Bits of a file that are not payload: its header and CRC."""
+    return 8 * (fmt.read_header(io.BytesIO(data)).data_offset + 4)
 
 
 def _splats_for(target_bits: float, precision: str, width: int, height: int) -> int:
-    fixed = _container_bits(precision)
+    fixed = _container_bits(precision, width, height)
     n = max(1.0, (target_bits - fixed) / 60.0)
     for _ in range(4):  # bits per splat depends (weakly) on n: iterate
         per_splat = q.estimate_bits_per_splat(precision, round(n), width, height)
         n = max(1.0, (target_bits - fixed) / per_splat)
     return round(n)
+
+
+def _reallocate(splats: Splats, preset: str) -> str:
+    """The per-field precision of fewest bits at ``preset``'s distortion of
+    these splats (their render against the unquantized one)."""
+    quantized = fmt.loads(fmt.dumps(splats, precision=preset))
+    return q.allocate(splats, psnr(engine.render(quantized), engine.render(splats)))
 
 
 def _trim(splats: Splats, precision: str, max_bits: float) -> bytes:
@@ -72,7 +94,7 @@ def _check_target(bpp: float, precision: str | None, width: int, height: int,
                   max_n: int) -> None:
     """Refuse targets no file of this image can come near, before any float overflows."""
     finest = precision or _FINER[-1]
-    ceiling = (_container_bits(finest) + max_n * _MAX_BITS_PER_SPLAT) / (width * height)
+    ceiling = (_container_bits(finest, width, height) + max_n * _MAX_BITS_PER_SPLAT) / (width * height)
     if bpp > ceiling:
         raise ValueError(f"bpp={bpp:g} is too high for a {width}x{height} image: the largest "
                          f"{finest} file ({max_n} splats) is under {ceiling:.4g} bpp")
@@ -93,7 +115,8 @@ def encode_to_rate(pixels: np.ndarray, bpp: float, *, precision: str | None = No
     it. ``precision`` None picks ``"q7"``, or a finer one when the target
     needs more splats than the image has pixels. Raises `ValueError` naming
     ``bpp`` when it is not a positive finite number or lies outside what a
-    file of this image can reach.
+    file of this image can reach. With ``precision`` None the result may use
+    an explicit ``"q:..."`` precision (the preset's distortion, fewer bits).
     """
     if isinstance(bpp, bool) or not isinstance(bpp, (int, float)) or not bpp > 0 \
             or not math.isfinite(bpp):
@@ -102,20 +125,26 @@ def encode_to_rate(pixels: np.ndarray, bpp: float, *, precision: str | None = No
     max_n = min(width * height, MAX_SPLATS)
     _check_target(bpp, precision, width, height, max_n)
     target = bpp * width * height
+    reallocate = precision is None
     if precision is None:
         # More splats than pixels cannot be fitted: spend bits on precision.
         precision = next((p for p in _FINER if _splats_for(target, p, width, height) <= max_n),
                          _FINER[-1])
-    fixed = _container_bits(precision)
+        reallocate = q.parse_precision(precision).mode == q.MODE_QUANT
     # Aim a little high: a file over the target can be trimmed without a refit.
     n = min(max_n, _splats_for(target * _AIM, precision, width, height))
     best: tuple[float, bytes, Splats] | None = None
-    for _ in range(MAX_FITS):
+    for attempt in range(MAX_FITS):
         splats = engine.fit(pixels, n, iterations=iterations, device=device)
+        spend_spare = reallocate and attempt + 1 < MAX_FITS and n < max_n
+        if reallocate:
+            precision = _reallocate(splats, precision)
+            reallocate = False
         data = fmt.dumps(splats, precision=precision)
+        fixed = _header_bits(data)
         bits = len(data) * 8
         error = bits / target - 1
-        if abs(error) <= BPP_TOLERANCE:
+        if abs(error) <= BPP_TOLERANCE and not (spend_spare and error < -_SPARE):
             return data
         if best is None or abs(error) < abs(best[0]):
             best = (error, data, splats)

@@ -24,7 +24,8 @@ INPUT is a webdataset tar shard (path, glob, or brace range such as
 labels + classes.txt) or a CSV with an 'image,caption' header. Output: one tar
 per input shard (or per --shard-size images of a folder/CSV) holding key.gsi
 plus the input's .cls/.txt/.json, NAME.manifest.json per shard, summary.json
-and sizes.json (shard -> sample count, as open_clip reads it).
+and sizes.json (shard -> sample count, as open_clip reads it); with
+--dictionary also gsi.dict, the zstd dictionary every .gsi needs.
 Rerunning skips finished shards. Under torchrun or SLURM each rank encodes its
 own share of the shards (RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS).
 Exit status: 0 done, 1 an error or some shards not encoded, 2 bad usage.
@@ -55,6 +56,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         help="with --native, refuse images of more pixels, before decoding "
                              "them (default %(default)s)")
     parser.add_argument("--precision", default="fp16", help=".gsi precision (default %(default)s)")
+    parser.add_argument("--dictionary", action="store_true",
+                        help="write every .gsi with one zstd dictionary, trained on the first "
+                             "shard and stored as DIR/gsi.dict (readers need it)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="fitting device (default %(default)s)")
     parser.add_argument("--batch-size", type=positive_int, default=128,
@@ -95,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         world_size=args.world_size,
         threads=args.threads,
         max_pixels=args.max_pixels,
+        dictionary=args.dictionary,
         dry_run=args.dry_run,
         progress=not args.quiet,
     )

@@ -17,6 +17,11 @@ Inside a shard, images are decoded, optionally resized and centre-cropped
 the manifest is that of the ``.gsi`` as any decoder renders it). An image that
 cannot be read, decoded or fitted is logged, counted in the manifest and
 skipped.
+
+With ``dictionary=True`` every ``.gsi`` is written with one zstd dictionary,
+trained on the files of the first images of the first shard and stored once
+as ``output/gsi.dict`` (its id in each manifest's settings and the summary);
+a rerun reuses it, and readers (`gscodec.datasets.iter_samples`) find it.
 """
 
 from __future__ import annotations
@@ -30,13 +35,14 @@ import tarfile
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
+import zstandard
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -46,7 +52,7 @@ from gscodec._io import atomic_write, open_image, write_json_atomic
 from gscodec.limits import MAX_ITERATIONS, MAX_PIXELS, MAX_SIDE, MAX_SPLATS
 from gscodec.metrics import psnr
 
-from .shards import SIZES_FILE, manifest_path, read_manifest
+from .shards import DICTIONARY_FILE, SIZES_FILE, manifest_path, read_dictionary, read_manifest
 from .sources import ShardTask, TarShardTask, plan_shards
 from .split import rank_from_env, split_shards
 from .tario import ShardWriter, count_tar_samples, remove_stale_partials
@@ -67,6 +73,11 @@ DEFAULT_MAX_PIXELS = 1 << 24
 SHARD_ERRORS = (OSError, EOFError, tarfile.TarError, RuntimeError)
 #: Failures printed per shard; the manifest lists all of them.
 _MAX_LOGGED_FAILURES = 5
+#: Images of the first shard fitted to train the shared dictionary: enough
+#: payloads for zstd's trainer at 16 splats, a small cost next to a data set.
+DICTIONARY_SAMPLE = 256
+#: How long ranks other than 0 wait for rank 0 to write the shared dictionary.
+DICTIONARY_WAIT_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -80,15 +91,22 @@ class EncodeSettings:
     # A safety limit like the decoder's (images over it are failures, listed
     # in the manifest), not a content setting: not recorded, not checked on resume.
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # The shared zstd dictionary's id; None: files without one; 0: one is
+    # still to be trained (matches no finished shard).
+    dictionary_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON form: ``size`` is ``"native"`` when the input size is kept."""
-        return {
+        """JSON form: ``size`` is ``"native"`` when the input size is kept;
+        ``dictionary_id`` only when a dictionary is used."""
+        out = {
             "splats": self.splats,
             "iterations": self.iterations,
             "size": "native" if self.size is None else self.size,
             "precision": self.precision,
         }
+        if self.dictionary_id is not None:
+            out["dictionary_id"] = self.dictionary_id
+        return out
 
 
 # --------------------------------------------------------------------------- environment
@@ -196,12 +214,16 @@ def encode_shard(
     settings: EncodeSettings,
     rt: _Runtime,
     report: Callable[[int], None] | None = None,
+    dictionary: bytes | None = None,
 ) -> dict[str, Any]:
     """Encode one task into ``output/NAME.tar`` and write its manifest; return the manifest.
 
-    ``report(n)`` is called as images are done. Errors reading the input
-    itself (a missing or truncated tar) propagate: no shard is published.
+    ``report(n)`` is called as images are done. ``dictionary``: the bytes of
+    the zstd dictionary (id ``settings.dictionary_id``) to write the files
+    with. Errors reading the input itself (a missing or truncated tar)
+    propagate: no shard is published.
     """
+    zdict = None if dictionary is None else zstandard.ZstdCompressionDict(dictionary)
     start = time.monotonic()
     failed: list[dict[str, str]] = []
     psnrs: list[float] = []
@@ -220,8 +242,8 @@ def encode_shard(
                 failed.append({"key": key, "error": f"fit failed: {result}"})
                 continue
             try:
-                data = gsi_format.dumps(result, precision=settings.precision)
-                decoded.append(gsi_format.loads(data))
+                data = gsi_format.dumps(result, precision=settings.precision, dictionary=zdict)
+                decoded.append(gsi_format.loads(data, zdict))
             except ValueError as exc:  # GSIError is a ValueError
                 failed.append({"key": key, "error": f"storing .gsi failed: {exc}"})
                 continue
@@ -363,8 +385,64 @@ def _worker_init(progress_queue: Any, parent: int) -> None:
     threading.Thread(target=exit_when_orphaned, name="orphan-watch", daemon=True).start()
 
 
-def _worker_encode(task: ShardTask, output: Path, settings: EncodeSettings, rt: _Runtime) -> dict:
-    return encode_shard(task, output, settings, rt, report=_progress_queue.put)
+def _worker_encode(task: ShardTask, output: Path, settings: EncodeSettings, rt: _Runtime,
+                   dictionary: bytes | None) -> dict:
+    return encode_shard(task, output, settings, rt, report=_progress_queue.put,
+                        dictionary=dictionary)
+
+
+# --------------------------------------------------------------------------- dictionary
+
+
+def train_shard_dictionary(task: ShardTask, settings: EncodeSettings,
+                           rt: _Runtime) -> zstandard.ZstdCompressionDict:
+    """A zstd dictionary trained on the ``.gsi`` files (written without one)
+    of the first `DICTIONARY_SAMPLE` usable images of ``task``.
+
+    Raises `ValueError` when too few images fit to train on.
+    """
+    images = []
+    for sample in task.samples():
+        if len(images) >= DICTIONARY_SAMPLE:
+            break
+        if sample.error is None and sample.image is not None:
+            try:
+                images.append(prepare_image(sample.image, settings))
+            except ValueError:
+                continue  # the shard's own encode reports it
+    files = []
+    for start in range(0, len(images), rt.batch_size):
+        for result in _fit_isolating(images[start:start + rt.batch_size], settings, rt):
+            if not isinstance(result, BaseException):
+                files.append(gsi_format.dumps(result, precision=settings.precision))
+    try:
+        return gsi_format.train_dictionary(files)
+    except ValueError as exc:
+        raise ValueError(f"dictionary: cannot train on shard {task.name}: {exc}") from None
+
+
+def _shared_dictionary(task: ShardTask, output: Path, settings: EncodeSettings, rt: _Runtime,
+                       rank: int) -> zstandard.ZstdCompressionDict:
+    """``output/gsi.dict``: read if there, else trained on ``task`` (rank 0)
+    or waited for (other ranks, up to `DICTIONARY_WAIT_S`)."""
+    path = output / DICTIONARY_FILE
+    dictionary = read_dictionary(output)
+    if dictionary is not None:
+        return dictionary
+    if rank == 0:
+        logger.info("training a zstd dictionary on %s (up to %d images)", task.name,
+                    DICTIONARY_SAMPLE)
+        dictionary = train_shard_dictionary(task, settings, rt)
+        atomic_write(path, dictionary.as_bytes())
+        return dictionary
+    logger.info("waiting for rank 0 to write %s", path)
+    deadline = time.monotonic() + DICTIONARY_WAIT_S
+    while dictionary is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank 0 did not write {path} within {DICTIONARY_WAIT_S:.0f} s")
+        time.sleep(1.0)
+        dictionary = read_dictionary(output)
+    return dictionary
 
 
 # --------------------------------------------------------------------------- the run
@@ -448,6 +526,7 @@ def _summarize(tasks: Sequence[ShardTask], output: Path, settings: EncodeSetting
     return {
         "output": str(output),
         "settings": settings.as_dict(),
+        "dictionary": DICTIONARY_FILE if settings.dictionary_id else None,
         "shards": len(tasks),
         "shards_complete": len(manifests),
         "shards_incomplete": incomplete,
@@ -478,6 +557,7 @@ def encode_dataset(
     world_size: int | None = None,
     threads: int = 0,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    dictionary: bool = False,
     dry_run: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -495,7 +575,10 @@ def encode_dataset(
     ``iterations`` go to `gscodec.fit`, ``precision`` to
     `gscodec.format.dumps`. ``device``/``threads``/``batch_size``/``workers``
     change speed, never the output. ``shard_size``: images per output shard
-    for folder and CSV inputs (tars keep theirs).
+    for folder and CSV inputs (tars keep theirs). ``dictionary``: write the
+    files with a shared zstd dictionary, ``output/gsi.dict``, trained on the
+    first shard (by rank 0; other ranks wait for it) or reused from an earlier
+    run; it saves bytes on files of many splats (see docs/benchmarks.md).
 
     ``rank``/``world_size`` default to the torchrun or SLURM environment
     (`rank_from_env`); each rank encodes a disjoint share of the shards.
@@ -519,8 +602,12 @@ def encode_dataset(
     if local_rank is not None and world_size > 1 and device != "cpu":
         _pin_gpu(local_rank)
 
-    settings = EncodeSettings(splats, iterations, size, precision, max_pixels)
     output = Path(output)
+    known_dictionary = read_dictionary(output) if dictionary and output.is_dir() else None
+    dictionary_id = None
+    if dictionary:
+        dictionary_id = known_dictionary.dict_id() if known_dictionary is not None else 0
+    settings = EncodeSettings(splats, iterations, size, precision, max_pixels, dictionary_id)
     plan = plan_shards(inputs, shard_size)
     mine = split_shards(plan.tasks, rank, world_size)
     if output.exists() and not output.is_dir():
@@ -538,6 +625,13 @@ def encode_dataset(
         target = output / name
         if not target.is_file() or target.read_bytes() != data:
             atomic_write(target, data)
+
+    shared = None
+    if dictionary and todo:
+        shared = _shared_dictionary(plan.tasks[0], output, settings,
+                                    _Runtime(device, threads or _cpu_count(), batch_size), rank)
+        settings = replace(settings, dictionary_id=shared.dict_id())
+    dictionary_bytes = None if shared is None else shared.as_bytes()
 
     workers = min(workers, max(1, len(todo)))
     rt = _Runtime(device, threads or max(1, _cpu_count() // workers), batch_size)
@@ -576,13 +670,14 @@ def encode_dataset(
             if workers == 1:
                 for task in todo:
                     try:
-                        manifest = encode_shard(task, output, settings, rt, report=bar.advance)
+                        manifest = encode_shard(task, output, settings, rt, report=bar.advance,
+                                                dictionary=dictionary_bytes)
                     except SHARD_ERRORS as exc:
                         finished(task, None, f"{type(exc).__name__}: {exc}")
                     else:
                         finished(task, manifest, None)
             else:
-                _run_pool(todo, output, settings, rt, workers, bar, finished)
+                _run_pool(todo, output, settings, rt, workers, bar, finished, dictionary_bytes)
         finally:
             bar.close()
 
@@ -608,7 +703,8 @@ def encode_dataset(
 
 def _run_pool(todo: list[ShardTask], output: Path, settings: EncodeSettings, rt: _Runtime,
               workers: int, bar: ImageBar,
-              finished: Callable[[ShardTask, dict | None, str | None], None]) -> None:
+              finished: Callable[[ShardTask, dict | None, str | None], None],
+              dictionary: bytes | None) -> None:
     """Encode ``todo`` on ``workers`` processes, one whole shard per process at a time."""
     # spawn, not fork: the parent may already run OpenMP threads, which fork breaks.
     ctx = get_context("spawn")
@@ -623,7 +719,8 @@ def _run_pool(todo: list[ShardTask], output: Path, settings: EncodeSettings, rt:
 
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
                              initargs=(progress_queue, os.getpid())) as pool:
-        futures = {pool.submit(_worker_encode, t, output, settings, rt): t for t in todo}
+        futures = {pool.submit(_worker_encode, t, output, settings, rt, dictionary): t
+                   for t in todo}
         pending = set(futures)
         try:
             while pending:
@@ -654,6 +751,9 @@ def _dry_run(tasks: list[ShardTask], mine: list[ShardTask], states: dict[str, st
     print(f"dry run: {len(tasks)} output shard(s) in {output}; rank {rank}/{world_size} "
           f"has {len(mine)}: {len(todo)} to encode, {len(mine) - len(todo)} complete (skipped)")
     print(f"settings: {settings.as_dict()}; device {device}, {workers} worker(s)")
+    if settings.dictionary_id == 0:
+        print(f"would train a zstd dictionary on {tasks[0].name} into "
+              f"{output / DICTIONARY_FILE}")
     for task in mine:
         count = "? images" if task.expected is None else f"{task.expected} images"
         action = "encode" if states[task.name] == "todo" else "skip (complete)"

@@ -4,7 +4,9 @@ Works on any webdataset tar (the ``.gsi`` shards written by `encode_dataset`
 and plain image shards alike; samples are grouped by webdataset, see
 `gscodec.datasets.tario`) and needs no torch; ``gscodec.clip.ShardStream``
 builds its torch ``IterableDataset`` on `iter_samples`. Members that are not
-sample data (links, unsafe names) are logged and skipped.
+sample data (links, unsafe names) are logged and skipped. ``.gsi`` files
+written with a shared zstd dictionary are decoded with the ``gsi.dict`` found
+beside their shard (see `gscodec.datasets.shards.read_dictionary`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Iterator, Sequence
 from gscodec import format as gsi_format
 from gscodec.errors import GSIError
 
+from .shards import read_dictionary
 from .sources import expand_paths
 from .split import split_shards, stream_seed
 from .tario import iter_tar_samples
@@ -52,15 +55,20 @@ def _split(shards: list[str], rank: int | None, world_size: int | None) -> list[
 
 
 def _samples(shards: list[str], decode_gsi: bool, on_error: str) -> Iterator[dict[str, Any]]:
+    dictionaries: dict[str, Any] = {}  # folder -> its gsi.dict or None, read once
     for shard in shards:
         problems: list[tuple[str, str]] = []
+        folder = os.path.dirname(os.path.abspath(shard))
+        if decode_gsi and folder not in dictionaries:
+            dictionaries[folder] = read_dictionary(folder)
+        dictionary = dictionaries.get(folder)
         for sample in iter_tar_samples(shard, problems):
             if problems:
                 _log_problems(shard, problems)
             key = sample["__key__"]
             if decode_gsi and "gsi" in sample:
                 try:
-                    sample["gsi"] = gsi_format.loads(sample["gsi"])
+                    sample["gsi"] = gsi_format.loads(sample["gsi"], dictionary)
                 except GSIError as exc:
                     if on_error == "raise":
                         raise GSIError(f"{shard}: sample {key!r}: {exc}") from exc
@@ -93,7 +101,9 @@ def iter_samples(
     ``*.tar``. Each sample is ``{"__key__": key, "__shard__": shard path,
     EXT: bytes, ...}`` for its tar members ``key.EXT`` (``"jpg"``, ``"cls"``,
     ``"txt"``, ``"json"``, ...), except that with ``decode_gsi`` the ``"gsi"``
-    entry is the decoded `gscodec.Splats` (raw bytes otherwise).
+    entry is the decoded `gscodec.Splats` (raw bytes otherwise), decoded with
+    the ``gsi.dict`` beside the shard when there is one (a file that needs a
+    dictionary it does not find raises `GSIError` naming the dictionary id).
 
     ``shuffle``: shuffle the shard order and the samples through a buffer of
     ``buffer_size``, reproducibly from ``seed`` (change the seed per epoch).
