@@ -40,7 +40,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import re
 import sys
 import time
@@ -58,7 +57,7 @@ from tqdm import tqdm
 
 from gscodec import GSIError
 from gscodec._io import atomic_path
-from gscodec.datasets import expand_shards
+from gscodec.datasets import expand_shards, rank_from_env
 
 from .data import (
     Captioner,
@@ -468,13 +467,16 @@ def save_checkpoint(
 
 
 def _setup_distributed(args: argparse.Namespace) -> torch.device:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    """Join the process group when launched as one of several ranks (torchrun or
+    SLURM, read by the one rank helper `gscodec.datasets.rank_from_env`; the
+    rendezvous address comes from MASTER_ADDR/MASTER_PORT as torch reads it)."""
+    rank, world, local_rank = rank_from_env()
+    if world > 1:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
+        torch.distributed.init_process_group(backend, rank=rank, world_size=world)
         if torch.cuda.is_available():
-            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local_rank)
-            return torch.device("cuda", local_rank)
+            torch.cuda.set_device(local_rank or 0)
+            return torch.device("cuda", local_rank or 0)
         return torch.device("cpu")
     return _device(args.device)
 
