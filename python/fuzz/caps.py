@@ -7,6 +7,9 @@ that limit (`apply`) so that even an input at the limit renders in
 milliseconds, and render at most `MAX_SIDE` x `MAX_SIDE` pixels.
 """
 
+import sys
+from typing import Callable
+
 import gscodec
 
 MAX_SIDE = 64  # output width and height, pixels (at most 16 tiles)
@@ -21,3 +24,18 @@ def apply() -> None:
 def output_size(width: int, height: int) -> tuple[int, int]:
     """The render size for a reference size: the reference size clipped to `MAX_SIDE`."""
     return min(width, MAX_SIDE), min(height, MAX_SIDE)
+
+
+def check_render(pixels, width: int, height: int, dtype) -> None:
+    """A successful render must have the asked size and dtype (else: a finding)."""
+    if pixels.shape != (height, width, 3) or pixels.dtype != dtype:
+        raise AssertionError(f"render gave {pixels.shape} {pixels.dtype} for {width}x{height}")
+
+
+def fuzz(test_one_input: Callable[[bytes], None]) -> None:
+    """Run a harness under libFuzzer (atheris) with the harnesses' limits."""
+    import atheris
+
+    apply()
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()

@@ -10,7 +10,6 @@ bad sizes) and `ValueError` from `render` (limits) are expected; any other
 exception, and any crash or sanitizer report, is a finding.
 """
 
-import sys
 
 import atheris
 import numpy as np
@@ -41,15 +40,8 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 (atheris' name)
         pixels = gscodec.render(splats, out_w, out_h, dtype=dtype)
     except ValueError:
         return
-    if pixels.shape != (out_h, out_w, 3) or pixels.dtype != dtype:
-        raise AssertionError(f"render gave {pixels.shape} {pixels.dtype} for {out_w}x{out_h}")
-
-
-def main() -> None:
-    caps.apply()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    caps.check_render(pixels, out_w, out_h, dtype)
 
 
 if __name__ == "__main__":
-    main()
+    caps.fuzz(TestOneInput)

@@ -8,7 +8,6 @@ exception, and any crash or sanitizer report in the C++ core, is a finding.
 See README.md for how to run it (and why under the ASan build).
 """
 
-import sys
 
 import atheris
 import numpy as np
@@ -31,15 +30,8 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 (atheris' name)
         pixels = image.render((width, height))
     except GSIError:
         return
-    if pixels.shape != (height, width, 3) or pixels.dtype != np.uint8:
-        raise AssertionError(f"render gave {pixels.shape} {pixels.dtype} for {width}x{height}")
-
-
-def main() -> None:
-    caps.apply()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    caps.check_render(pixels, width, height, np.uint8)
 
 
 if __name__ == "__main__":
-    main()
+    caps.fuzz(TestOneInput)
