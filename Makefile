@@ -37,7 +37,7 @@ test: $(VENV)/.dev
 	$(MAKE) test-asan fuzz
 
 # The CPU core built with -DGSCODEC_SANITIZE=ON (CMakeLists.txt) in a venv of
-# its own (the codec and the dev extra; no torch). The module links no
+# its own (the codec, the dev extra and torch for the tests' reference twin). The module links no
 # sanitizer runtime: gcc's is preloaded for the tests, atheris' for the fuzzers
 # (so, as the install checks, it cannot load without one: it is instrumented).
 ASAN_DIR ?= build/asan
@@ -51,7 +51,7 @@ ASAN_TESTS := $(addprefix python/tests/,test_render.py test_fit.py test_format.p
 $(ASAN_VENV)/.installed: $(SOURCES)
 	python3 -m venv $(ASAN_VENV)
 	$(ASAN_PY) -m pip install -q --upgrade pip
-	$(ASAN_PY) -m pip install -q ".[dev]" -Ccmake.define.GSCODEC_SANITIZE=ON \
+	$(ASAN_PY) -m pip install -q ".[dev,clip]" -Ccmake.define.GSCODEC_SANITIZE=ON \
 		-Ccmake.define.GSCODEC_CUDA=OFF -Cbuild-dir=$(ASAN_DIR)/cmake
 	! $(ASAN_PY) -c "import gscodec._core" 2>/dev/null  # instrumented: needs a preloaded runtime
 	touch $@
