@@ -22,7 +22,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("image", nargs="?", default=str(SAMPLE))
     ap.add_argument("--splats", type=int, default=1600)
-    ap.add_argument("--iterations", type=int, default=2000)
+    ap.add_argument("--iterations", type=int, default=gscodec.engine.DEFAULT_ITERATIONS)
     ap.add_argument("--precision", default="q7")
     args = ap.parse_args()
 
