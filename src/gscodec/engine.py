@@ -409,10 +409,13 @@ def quantized_finish(splats: Splats, image: np.ndarray, precision: str | Precisi
     least squares (the fit's final colour solve) for that geometry, then
     quantized too. Writing the result at ``precision`` reproduces it."""
     p = _quantized_precision(precision)
+    image = np.asarray(image)
+    if image.shape != (splats.height, splats.width, 3) or image.dtype != np.uint8:
+        raise ValueError(f"image must be a {splats.height} x {splats.width} x 3 uint8 array (the "
+                         f"splats' size), got shape {image.shape} dtype {image.dtype}")
     geometry = q.roundtrip(splats, p)
     params = geometry.to_array()
-    params[:, 5:] = _core().solve_colors(params, np.ascontiguousarray(image, dtype=np.uint8),
-                                         int(threads))
+    params[:, 5:] = _core().solve_colors(params, np.ascontiguousarray(image), int(threads))
     return q.roundtrip(Splats.from_array(params, splats.width, splats.height), p)
 
 

@@ -273,7 +273,9 @@ def encode(image: Any, *, n_splats: int | None = None, bpp: float | None = None,
     ``precision``: ``"fp32"``, ``"fp16"``, ``"q6"``/``"q7"``/``"q8"``/``"q10"``
     or a ``"q:..."`` spec; default ``"q7"`` (with ``bpp=``, a finer one when the
     target needs more splats than the image has pixels). ``iterations`` and
-    ``device`` go to `gscodec.fit`.
+    ``device`` go to `gscodec.fit`. At a quantized precision the file holds the
+    fit's quantized finish (`gscodec.engine.quantized_finish`: colours re-solved
+    for the quantized geometry).
     """
     pixels = load_image(image)
     height, width = pixels.shape[:2]
