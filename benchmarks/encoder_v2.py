@@ -10,10 +10,16 @@
   default, one fit; rate control may refit up to 3 times) against the v2
   default; q7 file PSNR, bpp and seconds, with JPEG and WebP (Pillow) at the
   same bpp.
+- ``finish``: Kodak-224, 400 splats, the v2 default fit: PSNR of the fit, of
+  its file at each precision (``q.roundtrip``, format v2) and of the file of
+  its quantized finish (`gscodec.engine.quantized_finish`, what
+  ``fit(quantize_for=...)`` and `gscodec.encode` return), with the finish's
+  seconds per image.
 
     nice -n 10 python benchmarks/encoder_v2.py convergence --iterations 50 100 200 500
     nice -n 10 python benchmarks/encoder_v2.py ablation --iterations 100
     nice -n 10 python benchmarks/encoder_v2.py encode --images 2 --bpp 0.5
+    nice -n 10 python benchmarks/encoder_v2.py finish --images 8 --iterations 200
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ import gscodec
 from gscodec import format as fmt
 from gscodec import image as gsimage
 from gscodec import quantize as q
-from common import header, kodak224, kodak_paths, psnr
+from common import header, kodak224, kodak_paths
+from gscodec.metrics import psnr
 from rate_distortion import pillow_codec
 
 PAPER = gscodec.engine.PAPER_FIT
@@ -43,7 +50,6 @@ ABLATION = [
     ("v2, grid init", dict(init="grid")),
     ("v2, no densification", dict(densify_fraction=0.0, respawn_fraction=0.0)),
     ("v2 + quantized finish (q7)", dict(quantize_for="q7")),
-    ("v2 + quantized finish, straight-through last 20%", dict(quantize_for="q7", qat_fraction=0.2)),
 ]
 
 
@@ -75,6 +81,26 @@ def ablation(args, images) -> None:
               f"| {sec:.2f} |", flush=True)
 
 
+def finish(args, images) -> None:
+    splats, stats, sec = timed_fit(images, args.splats, iterations=args.iterations[0])
+    print(f"{args.iterations[0]} iterations, {args.splats} splats, {len(images)} images; "
+          f"fit {sec:.2f} s / image, unquantized fit PSNR {np.mean([s['psnr'] for s in stats]):.3f}\n")
+    print("| precision | file of the fit: PSNR | file of the finish: PSNR | finish gain | "
+          "finish loss vs fit | finish s / image |")
+    print("|---|---:|---:|---:|---:|---:|")
+    fit_psnr = np.mean([s["psnr"] for s in stats])
+    for precision in args.precisions:
+        after = np.mean([psnr(gscodec.render(q.roundtrip(s, precision)), im)
+                         for s, im in zip(splats, images)])
+        t0 = time.perf_counter()
+        finished = [gscodec.engine.quantized_finish(s, im, precision) for s, im in zip(splats, images)]
+        finish_sec = (time.perf_counter() - t0) / len(images)
+        assert all(np.array_equal(q.roundtrip(f, precision).to_array(), f.to_array()) for f in finished)
+        done = np.mean([psnr(gscodec.render(f), im) for f, im in zip(finished, images)])
+        print(f"| {precision} | {after:.3f} | {done:.3f} | {done - after:+.3f} | {fit_psnr - done:.3f} "
+              f"| {finish_sec:.3f} |", flush=True)
+
+
 def encode(args) -> None:
     print("| image | bpp target | splats | fit | iterations | q7 PSNR | bpp | s | JPEG PSNR @bpp "
           "| WebP PSNR @bpp |")
@@ -103,18 +129,19 @@ def encode(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["convergence", "ablation", "encode"])
+    ap.add_argument("what", choices=["convergence", "ablation", "encode", "finish"])
     ap.add_argument("--images", type=int, default=None, help="first N Kodak images (default all 24)")
     ap.add_argument("--splats", type=int, default=400)
     ap.add_argument("--iterations", type=int, nargs="+", default=[50, 100, 200, 500])
     ap.add_argument("--bpp", type=float, nargs="+", default=[0.5])
+    ap.add_argument("--precisions", nargs="+", default=["q6", "q7", "q8"])
     args = ap.parse_args()
     print(header("python benchmarks/encoder_v2.py " + " ".join(sys.argv[1:])))
     if args.what == "encode":
         encode(args)
         return
     images = [kodak224(p) for p in kodak_paths(args.images)]
-    (convergence if args.what == "convergence" else ablation)(args, images)
+    {"convergence": convergence, "ablation": ablation, "finish": finish}[args.what](args, images)
 
 
 if __name__ == "__main__":

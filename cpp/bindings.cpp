@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -21,6 +22,7 @@
 #include "parallel_errors.h"
 #include "py_arrays.h"
 #include "splat_math.h"
+#include "thread_count.h"
 
 namespace py = pybind11;
 
@@ -201,6 +203,44 @@ py::array solve_colors_px_f64(const CArray<double>& params, const CArray<double>
   return colors;
 }
 
+// The fit's final colour solve (cpu/fit.cpp, Fitter::solve_colors) for given
+// normalized (N, 8) splats and an H x W x 3 uint8 image: the least-squares
+// colours for that geometry, warm-started from (and ridged towards) the given
+// ones; returns them as (N, 3) float32. The quantized finish of engine.fit.
+py::array solve_colors(const CArray<float>& params, const CArray<uint8_t>& image, int threads) {
+  const float* rows = splat_rows(params, "params");
+  if (image.ndim() != 3 || image.shape(2) != 3)
+    throw std::invalid_argument("image must have shape (height, width, 3)");
+  const int height = static_cast<int>(image.shape(0)), width = static_cast<int>(image.shape(1));
+  check_size(width, height);
+  if (threads < 0) throw std::invalid_argument("threads must be >= 0");
+  const size_t n = params.shape(0), plane = size_t(width) * height;
+  std::vector<gs::PixelSplat<float>> splats(n);
+  std::vector<gs::cpu::PixelBox> boxes(n);
+  for (size_t i = 0; i < n; ++i) {
+    splats[i] = gs::to_pixel_splat(rows + i * gs::kParamsPerSplat, float(width), float(height));
+    boxes[i] = gs::cpu::cutoff_box(splats[i], width, height);
+  }
+  std::vector<float> target(3 * plane);
+  for (size_t p = 0; p < plane; ++p)
+    for (int ch = 0; ch < 3; ++ch) target[ch * plane + p] = image.data()[3 * p + ch] / 255.0f;
+  std::vector<double> colors(3 * n);
+  for (size_t i = 0; i < n; ++i)
+    for (int ch = 0; ch < 3; ++ch) colors[3 * i + ch] = rows[i * gs::kParamsPerSplat + gs::kR + ch];
+  {
+    py::gil_scoped_release release;
+    const gs::ThreadCount scoped(threads > 0 ? threads : omp_get_max_threads());
+    const bool parallel = threads != 1 && gs::cpu::worth_a_thread_team(width, height);
+    gs::cpu::TileBins bins;
+    gs::cpu::bin_boxes(boxes, width, height, bins);
+    const auto eq = gs::cpu::normal_equations(splats, boxes, bins, target.data(), width, height, parallel);
+    gs::cpu::solve_colors(eq, colors.data(), parallel);
+  }
+  CArray<float> out({static_cast<py::ssize_t>(n), py::ssize_t(3)});
+  std::transform(colors.begin(), colors.end(), out.mutable_data(), [](double c) { return float(c); });
+  return out;
+}
+
 py::tuple l2_loss_and_grad_f64(const CArray<double>& render, const CArray<double>& target) {
   if (render.size() != target.size()) throw std::invalid_argument("render and target differ in size");
   CArray<double> grad(std::vector<py::ssize_t>(render.shape(), render.shape() + render.ndim()));
@@ -259,9 +299,6 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("densify_rounds", &gs::FitOptions::densify_rounds)
       .def_readwrite("respawn_fraction", &gs::FitOptions::respawn_fraction)
       .def_readwrite("color_solve", &gs::FitOptions::color_solve)
-      .def_readwrite("qat_bits", &gs::FitOptions::qat_bits)
-      .def_readwrite("qat_relative", &gs::FitOptions::qat_relative)
-      .def_readwrite("qat_fraction", &gs::FitOptions::qat_fraction)
       .def_readwrite("threads", &gs::FitOptions::threads);
 
   m.def("render_batch", &render_batch, py::arg("params"), py::arg("widths"), py::arg("heights"),
@@ -270,6 +307,9 @@ PYBIND11_MODULE(_core, m) {
         "Splat x 16x16-tile pairs that rendering each (N, 8) array at its size evaluates.");
   m.def("fit", &fit, py::arg("images"), py::arg("options"),
         "Fit H x W x 3 uint8 images; returns [(params (N, 8) float32, stats dict)].");
+  m.def("solve_colors", &solve_colors, py::arg("params"), py::arg("image"), py::arg("threads"),
+        "Least-squares colours (N, 3) float32 of normalized (N, 8) splats for an H x W x 3 uint8 "
+        "image, as the fit's final colour solve.");
   m.def("_render_px_f64", &render_px_f64);
   m.def("_render_backward_px_f64", &render_backward_px_f64);
   m.def("_l2_loss_and_grad_f64", &l2_loss_and_grad_f64);

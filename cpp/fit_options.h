@@ -44,15 +44,6 @@ struct FitOptions {
   // Colours by exact least squares after init, after each densification round
   // and at the end (the render is linear in the colours).
   bool color_solve = false;
-  // Quantization-aware finish: bit widths per field (FIELDS order; 0 = off),
-  // position widths relative to ceil(log2(side)) where qat_relative is set,
-  // exactly as quantize.Precision.resolve. The geometry is snapped to that grid,
-  // the colours re-solved for it (with color_solve), then snapped too; the last
-  // qat_fraction of the iterations render through the grid first
-  // (straight-through gradients; measured not to help yet, so 0 by default).
-  std::array<int, 8> qat_bits{};
-  std::array<bool, 8> qat_relative{};
-  float qat_fraction = 0.0f;
   int threads = 0;  // 0: all the cores OpenMP sees
   // Polled once per iteration; when set, the fit stops and returns nothing.
   const std::atomic<bool>* cancel = nullptr;

@@ -19,7 +19,7 @@
 #include "densify.h"
 #include "fit.h"
 #include "loss.h"
-#include "qat.h"
+#include "../thread_count.h"
 #include "render.h"
 
 namespace gs::cpu::GS_ISA {
@@ -64,9 +64,7 @@ class Fitter {
     m_.assign(params_.size(), 0.f);
     v_.assign(params_.size(), 0.f);
     age_.assign(n(), 0);
-    if (opts_.color_solve) solve_colors(false);
-    qat_ = std::any_of(opts_.qat_bits.begin(), opts_.qat_bits.end(), [](int b) { return b > 0; });
-    const int qat_from = T - int(std::lround(opts_.qat_fraction * T));
+    if (opts_.color_solve) solve_colors();
     int round = 1;
     for (int it = 1; it <= T; ++it) {
       if (opts_.cancel && opts_.cancel->load(std::memory_order_relaxed)) {
@@ -74,85 +72,26 @@ class Fitter {
         r.cancelled = true;
         return r;
       }
-      if (qat_ && it == qat_from + 1) qat_grids_ = field_grids(normalized_rows(), resolve_bits(opts_, w_, h_));
-      step(it, qat_ && it > qat_from);
+      step(it);
       maybe_prune(it);
       bool added = false;
       for (; round <= opts_.densify_rounds && held_ > 0 && densify_iteration(round, opts_) == it; ++round) {
         densify(round);
         added = true;
       }
-      if (added && opts_.color_solve) solve_colors(false);
+      if (added && opts_.color_solve) solve_colors();
     }
-    qat_grids_.clear();
-    if (qat_) snap(0, kR);
-    if (opts_.color_solve && T > 0) solve_colors(qat_);
-    if (qat_) snap(kR, kParamsPerSplat);
+    if (opts_.color_solve && T > 0) solve_colors();
     return result();
   }
 
  private:
   int n() const { return static_cast<int>(params_.size() / kParamsPerSplat); }
 
-  // Splat i in the quantizer's normalized layout (quantize.py).
-  void normalized_row(int i, double* o) const {
-    const float* p = &params_[size_t(i) * kParamsPerSplat];
-    o[kX] = double(p[kX] * cell_) / w_;
-    o[kY] = double(p[kY] * cell_) / h_;
-    o[kA] = double(std::exp(p[kA])) / w_;
-    o[kB] = double(p[kB] * cell_) / h_;
-    o[kC] = double(std::exp(p[kC])) / h_;
-    for (int ch = kR; ch <= kBlue; ++ch) o[ch] = p[ch];
-  }
-
-  std::vector<double> normalized_rows() const {
-    std::vector<double> rows(size_t(n()) * kParamsPerSplat);
-    for (int i = 0; i < n(); ++i) normalized_row(i, &rows[size_t(i) * kParamsPerSplat]);
-    return rows;
-  }
-
-  // Every splat's normalized row, fields [first, last) snapped to the grid of
-  // the precision being trained for: during the finish, the grids of its first
-  // step (a grid that followed the extremes would shift every splat's code at
-  // once); at the end, the grids of the data, which the quantizer will use.
-  std::vector<double> quantized_rows(int first, int last) const {
-    std::vector<double> rows = normalized_rows();
-    snap_fields(rows, qat_grids_.empty() ? field_grids(rows, resolve_bits(opts_, w_, h_)) : qat_grids_,
-                first, last);
-    return rows;
-  }
-
-  // Moves fields [first, last) of the parameters onto the quantizer's grid.
-  void snap(int first, int last) {
-    const std::vector<double> rows = quantized_rows(first, last);
-    for (int i = 0; i < n(); ++i) {
-      const double* q = &rows[size_t(i) * kParamsPerSplat];
-      float* p = &params_[size_t(i) * kParamsPerSplat];
-      const float px[kParamsPerSplat] = {float(q[kX] * w_ / cell_), float(q[kY] * h_ / cell_),
-                                         float(std::log(q[kA] * w_)), float(q[kB] * h_ / cell_),
-                                         float(std::log(q[kC] * h_)), float(q[kR]), float(q[kG]),
-                                         float(q[kBlue])};
-      std::copy(px + first, px + last, p + first);
-    }
-  }
-
-  // Pixel splats of the parameters; with `quantized`, of their snap to the
-  // trained-for grid (the quantization-aware finish's forward pass).
-  void to_pixel_splats(bool quantized = false) {
+  // Pixel splats of the parameters.
+  void to_pixel_splats() {
     splats_.resize(n());
     boxes_.resize(n());
-    if (quantized) {
-      const std::vector<double> rows = quantized_rows(0, kParamsPerSplat);
-      for (int i = 0; i < n(); ++i) {
-        const double* q = &rows[size_t(i) * kParamsPerSplat];
-        const float px[kParamsPerSplat] = {float(q[kX] * w_), float(q[kY] * h_), float(q[kA] * w_),
-                                           float(q[kB] * h_), float(q[kC] * h_), float(q[kR]),
-                                           float(q[kG]),      float(q[kBlue])};
-        splats_[i] = from_pixel_params(px);
-        boxes_[i] = cutoff_box(splats_[i], w_, h_);
-      }
-      return;
-    }
     for (int i = 0; i < n(); ++i) {
       const float* p = &params_[size_t(i) * kParamsPerSplat];
       const float px[kParamsPerSplat] = {p[kX] * cell_, p[kY] * cell_, std::exp(p[kA]),
@@ -162,8 +101,8 @@ class Fitter {
     }
   }
 
-  void forward(bool quantized = false) {
-    to_pixel_splats(quantized);
+  void forward() {
+    to_pixel_splats();
     bin_boxes(boxes_, w_, h_, bins_);
     render_forward(splats_, boxes_, bins_, w_, h_, render_.data(), parallel_);
   }
@@ -343,10 +282,9 @@ class Fitter {
     }
   }
 
-  // Exact least-squares colours for the current geometry (snapped to the
-  // quantization grid when `quantized`).
-  void solve_colors(bool quantized) {
-    to_pixel_splats(quantized);
+  // Exact least-squares colours for the current geometry.
+  void solve_colors() {
+    to_pixel_splats();
     bin_boxes(boxes_, w_, h_, bins_);
     const NormalEquations eq = normal_equations(splats_, boxes_, bins_, target_.data(), w_, h_, parallel_);
     std::vector<double> colors(size_t(3) * n());
@@ -357,8 +295,8 @@ class Fitter {
       for (int ch = 0; ch < 3; ++ch) params_[size_t(i) * kParamsPerSplat + kR + ch] = float(colors[size_t(3) * i + ch]);
   }
 
-  void step(int it, bool quantized) {
-    forward(quantized);
+  void step(int it) {
+    forward();
     l2_loss_and_grad(render_.data(), target_.data(), 3 * plane_, grad_image_.data(), parallel_);
     grad_.resize(params_.size());
     render_backward(splats_, boxes_, w_, h_, grad_image_.data(), grad_.data(), parallel_);
@@ -457,23 +395,9 @@ class Fitter {
   std::vector<int> age_;  // Adam steps each splat has taken
   int held_ = 0;          // splats densification adds
   int pruned_ = 0;
-  bool qat_ = false;
-  std::vector<FieldGrid> qat_grids_;  // frozen during the quantization-aware finish
   std::vector<PixelSplat<float>> splats_;
   std::vector<PixelBox> boxes_;
   TileBins bins_;
-};
-
-// Sets OpenMP's thread count for a scope and restores it, also when the scope throws.
-class ThreadCount {
- public:
-  explicit ThreadCount(int threads) : saved_(omp_get_max_threads()) { omp_set_num_threads(threads); }
-  ~ThreadCount() { omp_set_num_threads(saved_); }
-  ThreadCount(const ThreadCount&) = delete;
-  ThreadCount& operator=(const ThreadCount&) = delete;
-
- private:
-  const int saved_;
 };
 
 }  // namespace
@@ -492,7 +416,7 @@ std::vector<FitResult> fit_batch(const std::vector<ImageView>& images, const Fit
     for (int i = 0; i < b; ++i) errors.capture([&] { results[i] = Fitter(images[i], opts, false).run(); });
     errors.rethrow();
   } else {
-    const ThreadCount scoped(threads);
+    const gs::ThreadCount scoped(threads);
     for (int i = 0; i < b; ++i) {
       const bool team = threads > 1 && worth_a_thread_team(images[i].width, images[i].height);
       results[i] = Fitter(images[i], opts, team).run();

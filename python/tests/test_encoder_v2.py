@@ -1,5 +1,5 @@
 """Encoder v2 on the CPU: content-adaptive init, error-guided densification, the
-exact colour solve, the quantization-aware finish, delivered counts, determinism
+exact colour solve, the quantized finish, delivered counts, determinism
 and Ctrl-C."""
 
 import os
@@ -67,17 +67,22 @@ def _unit_renders(params_px: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
+def _random_pixel_params(rng: np.random.Generator, width: int, height: int, n: int) -> np.ndarray:
+    """n random pixel-space splats (x, y, a, b, c, r, g, b) over a width x height image."""
+    return np.column_stack([
+        rng.uniform(0, width, n), rng.uniform(0, height, n),
+        rng.uniform(1.0, 4.0, n), rng.uniform(-1.0, 1.0, n), rng.uniform(1.0, 4.0, n),
+        rng.uniform(-0.5, 1.0, (n, 3)),
+    ])
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_color_solve_matches_dense_least_squares(seed):
     """The sparse CG solve equals NumPy's dense solution of the same problem:
     min |W c - t|^2 + ridge * sum_i G_ii |c_i - c0_i|^2, G = W^T W."""
     rng = np.random.default_rng(seed)
     width, height, n = 20, 16, 12
-    params = np.column_stack([
-        rng.uniform(0, width, n), rng.uniform(0, height, n),
-        rng.uniform(1.0, 4.0, n), rng.uniform(-1.0, 1.0, n), rng.uniform(1.0, 4.0, n),
-        rng.uniform(-0.5, 1.0, (n, 3)),
-    ])
+    params = _random_pixel_params(rng, width, height, n)
     target = rng.uniform(0, 1, (height, width, 3))
     solved = _core._solve_colors_px_f64(params, target)
     w = _unit_renders(params, width, height)
@@ -104,22 +109,60 @@ def test_color_solve_improves_a_short_fit(sample_image):
 
 
 def test_quantized_finish_is_what_the_file_holds(sample_image):
-    """With quantize_for the returned splats lie on the precision's (format
-    v1.0) grid: a v1.0 q7 file reproduces them, and it beats quantizing a plain
-    fit afterwards."""
+    """With quantize_for the returned splats are what a (version 2) file of
+    that precision holds: writing them reproduces them, stats["psnr"] is the
+    file's, and it beats quantizing a plain fit afterwards."""
     img = sample_image[:96, :128]
     plain = gscodec.fit(img, 200, iterations=60)
-    snapped, stats = gscodec.fit(img, 200, iterations=60, quantize_for="q7", return_stats=True)
-    stored = q.roundtrip(snapped, "q7", major=1)
+    finished, stats = gscodec.fit(img, 200, iterations=60, quantize_for="q7", return_stats=True)
+    stored = gscodec.format.loads(gscodec.format.dumps(finished, precision="q7"))
 
     def rows(s):  # the file stores splats in its own (Morton) order
         a = s.to_array()
         return a[np.lexsort(a.T[::-1])]
-    np.testing.assert_allclose(rows(stored), rows(snapped), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(rows(stored), rows(finished))
     file_psnr = psnr(gscodec.render(stored), img)
-    assert file_psnr == pytest.approx(stats["psnr"], abs=0.01)
-    after = psnr(gscodec.render(q.roundtrip(plain, "q7", major=1)), img)
+    assert file_psnr == stats["psnr"]
+    after = psnr(gscodec.render(q.roundtrip(plain, "q7")), img)
     assert file_psnr > after
+
+
+def test_encode_writes_the_quantized_finish(sample_image):
+    img = sample_image[:64, :64]
+    encoded = gscodec.encode(img, n_splats=80, iterations=30)
+    plain = gscodec.fit(img, 80, iterations=30)
+    finished = gscodec.engine.quantized_finish(plain, img, "q7")
+    np.testing.assert_array_equal(encoded.splats.to_array(),
+                                  gscodec.format.loads(gscodec.format.dumps(finished, precision="q7")).to_array())
+    with pytest.raises(ValueError, match="image"):
+        gscodec.engine.quantized_finish(plain, img[:32], "q7")
+
+
+def test_solve_colors_binding_is_least_squares():
+    """_core.solve_colors (normalized float32 splats, uint8 image) solves the
+    same ridged least squares as dense NumPy, to float32 rounding."""
+    rng = np.random.default_rng(3)
+    width, height, n = 12, 10, 9
+    scale = np.array([width, height, width, height, height, 1, 1, 1])
+    normalized = (_random_pixel_params(rng, width, height, n) / scale).astype(np.float32)
+    params = normalized * scale  # the splats the binding sees
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    solved = _core.solve_colors(normalized, image, 1)
+    assert solved.dtype == np.float32 and solved.shape == (n, 3)
+    w = _unit_renders(params, width, height)
+    ridge = np.sqrt(_core.COLOR_RIDGE * np.einsum("pi,pi->i", w, w))
+    a = np.vstack([w, np.diag(ridge)])
+    target = image / 255.0
+    expected = np.stack([
+        np.linalg.lstsq(a, np.concatenate([target[:, :, ch].ravel(), ridge * params[:, 5 + ch]]),
+                        rcond=None)[0]
+        for ch in range(3)
+    ], axis=1)
+    np.testing.assert_allclose(solved, expected, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="params"):
+        _core.solve_colors(np.zeros((2, 7), np.float32), image, 1)
+    with pytest.raises(ValueError, match="image"):
+        _core.solve_colors(normalized, image[:, :, :2], 1)
 
 
 def test_quantize_for_rejects_float_precisions(sample_image):

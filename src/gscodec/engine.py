@@ -14,7 +14,9 @@ import numpy as np
 
 from . import limits
 from .limits import MAX_ITERATIONS, MAX_PIXELS, MAX_SIDE, MAX_SPLATS, DecodeLimitError
-from .quantize import MODE_QUANT, parse_precision
+from . import quantize as q
+from .metrics import psnr
+from .quantize import MODE_QUANT, Precision, parse_precision
 from .splats import Splats
 
 __all__ = ["fit", "render", "render_batch", "backends", "MAX_SPLATS", "MAX_ITERATIONS",
@@ -267,7 +269,6 @@ def fit(
     respawn_fraction: float | None = None,
     color_solve: bool | None = None,
     quantize_for: str | None = None,
-    qat_fraction: float = 0.0,
     threads: int = 0,
     device: str = "auto",
     return_stats: bool = False,
@@ -305,14 +306,11 @@ def fit(
       is linear in them) after init, after each densification round and at
       the end.
     - ``quantize_for`` (CPU only): a quantized precision (``"q7"``, ...; see
-      `gscodec.quantize`): the splats are returned on that precision's grid
-      **in format version 1.0** (per-field ranges; ``format.dumps(...,
-      version=(1, 0))``), the geometry snapped first and the colours re-solved
-      for it (with ``color_solve``) before they are snapped, so a v1.0 file of
-      that precision reproduces the returned splats. Version 2's step grids
-      are not targeted yet, so `gscodec.encode` (which writes v2) does not use it. ``qat_fraction``: the last part of the
-      iterations renders through the grid (straight-through gradients);
-      measured not to help yet (docs/benchmarks.md), so 0 by default.
+      `gscodec.quantize`): the splats are returned as a (version 2) file of
+      that precision holds them: the fitted geometry quantized, the colours
+      re-solved by least squares for that geometry, then quantized too (see
+      `quantized_finish`), so the file reproduces the returned splats and
+      ``psnr`` is what a decoder gets.
     - ``seed``: random and content init and densification are functions of the
       seed (grid init uses none). On the CPU the same inputs and seed always
       give bit-identical splats, whatever the batch composition or thread
@@ -359,8 +357,7 @@ def fit(
         raise TypeError(f"color_solve must be a bool, got {type(o['color_solve']).__name__}")
     if o["init"] not in ("grid", "random", "content"):
         raise ValueError(f"init must be 'grid', 'random' or 'content', got {o['init']!r}")
-    qat = _qat_grid(quantize_for)
-    _check_number("qat_fraction", qat_fraction, 0.0, 1.0)
+    finish_precision = _quantized_precision(quantize_for)
     _check_number("n_splats", n_splats, 1, MAX_SPLATS, integer=True)
     for i, img in enumerate(image_list):
         if n_splats > img.shape[0] * img.shape[1]:
@@ -386,9 +383,6 @@ def fit(
     opts.densify_rounds = int(densify_rounds)
     opts.respawn_fraction = float(o["respawn_fraction"])
     opts.color_solve = bool(o["color_solve"])
-    if qat is not None:
-        opts.qat_bits, opts.qat_relative = qat
-    opts.qat_fraction = float(qat_fraction)
     opts.threads = int(threads)
 
     run = core._cuda_fit if backend == "cuda" else core.fit
@@ -398,20 +392,42 @@ def fit(
         for (params, _), img in zip(results, image_list)
     ]
     stats = [dict(s) for _, s in results]
+    if finish_precision is not None:
+        splats = [quantized_finish(s, img, finish_precision, threads=threads)
+                  for s, img in zip(splats, image_list)]
+        for s, st, img in zip(splats, stats, image_list):
+            st["psnr"] = psnr(render(s), img)
     if single:
         return (splats[0], stats[0]) if return_stats else splats[0]
     return (splats, stats) if return_stats else splats
 
 
-def _qat_grid(quantize_for: Any) -> tuple[list[int], list[bool]] | None:
-    """Bit widths and relative flags of a quantized precision, for the C++ fit."""
-    if quantize_for is None:
+def quantized_finish(splats: Splats, image: np.ndarray, precision: str | Precision,
+                     threads: int = 0) -> Splats:
+    """The splats a version-2 file of quantized ``precision`` should hold for
+    ``image``: the geometry as the file stores it, the colours re-solved by
+    least squares (the fit's final colour solve) for that geometry, then
+    quantized too. Writing the result at ``precision`` reproduces it."""
+    p = _quantized_precision(precision)
+    image = np.asarray(image)
+    if image.shape != (splats.height, splats.width, 3) or image.dtype != np.uint8:
+        raise ValueError(f"image must be a {splats.height} x {splats.width} x 3 uint8 array (the "
+                         f"splats' size), got shape {image.shape} dtype {image.dtype}")
+    geometry = q.roundtrip(splats, p)
+    params = geometry.to_array()
+    params[:, 5:] = _core().solve_colors(params, np.ascontiguousarray(image), int(threads))
+    return q.roundtrip(Splats.from_array(params, splats.width, splats.height), p)
+
+
+def _quantized_precision(precision: Any) -> Precision | None:
+    """A quantized precision for ``quantize_for`` (None stays None)."""
+    if precision is None:
         return None
     try:
-        p = parse_precision(quantize_for)
+        p = precision if isinstance(precision, Precision) else parse_precision(precision)
     except (TypeError, ValueError) as e:
         raise type(e)(f"quantize_for: {e}") from None
     if p.mode != MODE_QUANT:
         raise ValueError(f"quantize_for must be a quantized precision (q6, q7, q8, q10 or "
-                         f"'q:...'), got {quantize_for!r}")
-    return list(p.bits), list(p.relative)
+                         f"'q:...'), got {precision!r}")
+    return p

@@ -22,7 +22,7 @@ from . import quantize as q
 from ._io import atomic_write, load_image
 from .errors import GSIError
 from .limits import MAX_SPLATS, DecodeLimitError
-from .ratecontrol import encode_to_rate
+from .ratecontrol import encode_to_rate, finish_for
 from .splats import Splats
 
 __all__ = ["GSImage", "open", "encode", "decode", "DEFAULT_PRECISION"]
@@ -273,7 +273,9 @@ def encode(image: Any, *, n_splats: int | None = None, bpp: float | None = None,
     ``precision``: ``"fp32"``, ``"fp16"``, ``"q6"``/``"q7"``/``"q8"``/``"q10"``
     or a ``"q:..."`` spec; default ``"q7"`` (with ``bpp=``, a finer one when the
     target needs more splats than the image has pixels). ``iterations`` and
-    ``device`` go to `gscodec.fit`.
+    ``device`` go to `gscodec.fit`. At a quantized precision the file holds the
+    fit's quantized finish (`gscodec.engine.quantized_finish`: colours re-solved
+    for the quantized geometry).
     """
     pixels = load_image(image)
     height, width = pixels.shape[:2]
@@ -284,8 +286,9 @@ def encode(image: Any, *, n_splats: int | None = None, bpp: float | None = None,
     if bpp is None:
         if n_splats is None:
             n_splats = max(1, min(math.ceil(width * height / 64), MAX_SPLATS))
+        precision = precision or DEFAULT_PRECISION
         splats = engine.fit(pixels, n_splats, iterations=iterations, device=device)
-        data = fmt.dumps(splats, precision=precision or DEFAULT_PRECISION)
+        data = fmt.dumps(finish_for(splats, pixels, precision), precision=precision)
     else:
         data = encode_to_rate(pixels, bpp, precision=precision, iterations=iterations,
                               device=device)

@@ -107,6 +107,15 @@ def _check_target(bpp: float, precision: str | None, width: int, height: int,
                          f"{min_bits / (width * height):.3g} bpp")
 
 
+def finish_for(splats: Splats, pixels: np.ndarray, precision: str) -> Splats:
+    """The splats to write at ``precision``: for a quantized one, with the
+    colours re-solved for the quantized geometry (`engine.quantized_finish`,
+    on the CPU whatever device fitted them)."""
+    if q.parse_precision(precision).mode != q.MODE_QUANT:
+        return splats
+    return engine.quantized_finish(splats, pixels, precision)
+
+
 def encode_to_rate(pixels: np.ndarray, bpp: float, *, precision: str | None = None,
                    iterations: int = engine.DEFAULT_ITERATIONS, device: str = "auto") -> bytes:
     """Fit ``pixels`` (H x W x 3 uint8) into ``.gsi`` bytes of about ``bpp`` bits per pixel.
@@ -140,6 +149,7 @@ def encode_to_rate(pixels: np.ndarray, bpp: float, *, precision: str | None = No
         if reallocate:
             precision = _reallocate(splats, precision)
             reallocate = False
+        splats = finish_for(splats, pixels, precision)
         data = fmt.dumps(splats, precision=precision)
         fixed = _header_bits(data)
         bits = len(data) * 8
