@@ -1,0 +1,87 @@
+"""Encode speed of the `gscodec encode --bpp B` CLI against another installation, one run.
+
+Runs the default command of this checkout and of an older installation (its
+Python, e.g. a virtual environment built from a git worktree of an earlier
+commit) on the same Kodak photos, alternating per image so that both see the
+same machine load; wall seconds per encode, file bpp and PSNR (decoded by this
+checkout, which reads every format version). Prints a markdown table and the
+ratio of the median times.
+
+    git worktree add --detach ../old 369d74b   # the first release
+    (cd ../old && python3 -m venv .venv && .venv/bin/pip install .)
+    nice -n 10 .venv/bin/python benchmarks/encode_speed.py --old-python ../old/.venv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import gscodec
+from gscodec.metrics import psnr
+
+from common import header, kodak_paths
+
+_CLI = "import sys; from gscodec.cli import main; sys.exit(main())"
+
+
+def encode(python: str, image: Path, out: Path, bpp: float) -> float:
+    """Wall seconds of one `gscodec encode IMAGE -o OUT --bpp B` with ``python``."""
+    t0 = time.perf_counter()
+    subprocess.run([python, "-c", _CLI, "encode", str(image), "-o", str(out), "--bpp", str(bpp),
+                    "--force", "-q"], check=True)
+    return time.perf_counter() - t0
+
+
+def measure(out: Path, image: Path) -> tuple[float, float]:
+    """(bpp, PSNR) of the file ``out`` against ``image``."""
+    pixels = np.asarray(Image.open(image).convert("RGB"))
+    decoded = np.asarray(gscodec.decode(out.read_bytes()))
+    return out.stat().st_size * 8 / (pixels.shape[0] * pixels.shape[1]), psnr(decoded, pixels)
+
+
+def main() -> int:
+    """Run the comparison (see the module docstring)."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--old-python", required=True, help="Python of the installation to compare")
+    ap.add_argument("--images", type=int, default=4, help="first N Kodak images")
+    ap.add_argument("--bpp", type=float, default=0.5)
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, image in enumerate(kodak_paths(args.images)):
+            row = {"image": image.stem}
+            # Alternate which goes first so neither always meets a warm cache.
+            order = (("old", args.old_python), ("new", sys.executable))
+            for name, python in order if i % 2 == 0 else order[::-1]:
+                out = Path(tmp) / f"{name}.gsi"
+                seconds = encode(python, image, out, args.bpp)
+                row[name] = (seconds, *measure(out, image))
+                print(f"{image.stem} {name}: {seconds:.1f} s, {row[name][1]:.3f} bpp, "
+                      f"{row[name][2]:.2f} dB", file=sys.stderr, flush=True)
+            rows.append(row)
+    print(header(" ".join(["python", *sys.argv])))
+    print("| image | old s | old bpp | old PSNR | new s | new bpp | new PSNR | speed-up |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        (os_, ob, op), (ns, nb, np_) = r["old"], r["new"]
+        print(f"| {r['image']} | {os_:.1f} | {ob:.3f} | {op:.2f} | {ns:.1f} | {nb:.3f} | "
+              f"{np_:.2f} | {os_ / ns:.1f}x |")
+    old_s = statistics.median(r["old"][0] for r in rows)
+    new_s = statistics.median(r["new"][0] for r in rows)
+    mean = {k: statistics.mean(r[k][2] for r in rows) for k in ("old", "new")}
+    print(f"\nmedian encode: old {old_s:.1f} s, new {new_s:.1f} s: {old_s / new_s:.1f}x faster; "
+          f"mean PSNR old {mean['old']:.2f} dB, new {mean['new']:.2f} dB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
