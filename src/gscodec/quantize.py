@@ -172,7 +172,7 @@ class Precision:
         """Absolute bit widths for a ``width`` x ``height`` reference size
         (version 1.0 files: whole bits only)."""
         if any(b != int(b) for b in self.bits):
-            raise ValueError(f"precision {self.name!r}: fractional bits need a version-2 file")
+            raise ValueError(f"precision {self.name!r}: fractional bits need a version-3 file")
         out = []
         for i, (b, rel) in enumerate(zip(self.bits, self.relative)):
             if rel:
@@ -193,7 +193,7 @@ def parse_precision(precision: str) -> Precision:
     ``+k`` are relative to the reference size (``ceil(log2(side)) + k``;
     version 2: a grid of 1/2**k pixel); every field must be given.
     Fractional bits (``color=6.5``: a step of range / (2**6.5 - 1);
-    ``pos=+2.5``) are for version-2 files, which quantize by step.
+    ``pos=+2.5``) are for version-3 (and version-2) files, which quantize by step.
     """
     if not isinstance(precision, str):
         raise TypeError(f"precision must be a str, got {type(precision).__name__}")
@@ -554,6 +554,9 @@ def quantize(splats: Splats, precision: str | Precision) -> GridColumns:
     chosen = predictor_sources(predictors)
     stored = [index[i] - (index[chosen[i]] if i in chosen else 0) for i in range(8)]
     offsets = tuple(int(v.min()) if n else 0 for v in stored)
+    if n and all(int(v.min()) >= 0 and int(v.max()).bit_length() == int(v.max() - v.min())
+                 .bit_length() for v in stored[:2]):
+        offsets = (0, 0) + offsets[2:]  # positions from the origin: no bytes in the header
     codes = [v - o for v, o in zip(stored, offsets)]
     widths = tuple(int(c.max()).bit_length() if n else 0 for c in codes)
     morton = morton_encode(codes[0], codes[1], widths[0], widths[1])
