@@ -379,14 +379,13 @@ def roundtrip(splats: Splats, precision: str | Precision, major: int = 2) -> Spl
 
 def estimate_bits_per_splat(precision: str | Precision, n_splats: int, width: int,
                             height: int) -> float:
-    """Rough version-2 payload bits per splat (without header and CRC), for
+    """Rough version-3 payload bits per splat (without header and CRC), for
     rate control.
 
-    Fitted to the v2 files of cached fits at q6-q10 (``benchmarks/
+    Fitted to the v3 files of cached fits at q6-q10 (``benchmarks/
     bitstream_v2.py estimate``: CIFAR-10 at 16 / 32 / 64 splats, Kodak-224 at
-    400, Kodak at 3000): the mean measured payload is 0.97-1.04 times it in
-    each set and preset (the previous, version-1.0 fit: 0.90-1.07); single
-    files 0.76-1.15 times. Rate control corrects it with the measured size.
+    400, Kodak at 3000; docs/benchmarks.md gives the measured ratios). Rate
+    control corrects it with the measured size.
     """
     p = precision if isinstance(precision, Precision) else parse_precision(precision)
     if p.mode == MODE_FP32:
@@ -395,15 +394,20 @@ def estimate_bits_per_splat(precision: str | Precision, n_splats: int, width: in
         return 97.0
     n = max(n_splats, 1)
     bits = p.resolve(width, height)
-    # Sorted positions cost about log2(grid cells / n) + 1.44 bits plus coder
-    # overhead. Below ~128 splats the payload is stored raw or zstd barely
-    # pays; above, zstd and the predictors save per field 0.5 bit per doubling
-    # of n (more splats, more alike neighbours), up to 2.5 bits (the largest
-    # measured was 2.3, at 3000). Raw bit packing bounds the estimate.
-    position = max(2.0, bits[0] + bits[1] - math.log2(n) + 4.0)
+    total = bits[0] + bits[1]
+    # zstd: sorted positions cost about log2(grid cells / n) + 1.44 bits plus
+    # coder overhead; zstd and the predictors save per field 0.5 bit per
+    # doubling of n above ~128 splats (more splats, more alike neighbours), up
+    # to 2.5 bits (the largest measured was 2.3, at 3000).
+    position = max(2.0, total - math.log2(n) + 4.0)
     saving = min(2.5, max(0.0, 0.5 * math.log2(n) - 3.5))
-    raw = 8 * ((bits[0] + bits[1] + 7) // 8 + sum((b + 7) // 8 for b in bits[2:]))
-    return min(position + sum(b - saving for b in bits[2:]), raw + 2.0)
+    zstd = position + sum(b - saving for b in bits[2:])
+    # Raw (small files): Elias-Fano positions, K + 1 + 2**(W - K) / n bits,
+    # and fixed-width codes, about 2 bits fewer in all than asked (the colour
+    # predictors narrow g and b; the step table's rounding widens others).
+    split = max(0, total - n.bit_length())
+    raw = split + 1 + 2.0 ** (total - split) / n + sum(bits[2:]) - 2.0
+    return min(zstd, raw)
 
 
 # ---------------------------------------------------------------- format v2: grids and predictors
