@@ -766,7 +766,7 @@ def decode_payload(header: Header, payload: bytes, name: str = "<stream>",
                    dictionary: zstandard.ZstdCompressionDict | bytes | None = None) -> Splats:
     """Decompress and decode the payload (from `read_payload`) into `Splats`.
 
-    ``dictionary``: the zstd dictionary a version-2 file names by id (see
+    ``dictionary``: the zstd dictionary a version-3 (or 2) file names by id (see
     `train_dictionary`); a file that needs one and gets none or another raises
     `GSIError`.
     """
@@ -802,11 +802,11 @@ def read_file(path: str | os.PathLike,
     return decode_payload(header, payload, str(path), dictionary)
 
 
-# ---------------------------------------------------------------- reading version 2
+# ---------------------------------------------------------------- reading versions 3 and 2
 
 
 class _HeadReader:
-    """Reads a version-2 header from a stream, keeping its bytes for the CRC."""
+    """Reads a version-3 or 2 header from a stream, keeping its bytes for the CRC."""
 
     def __init__(self, s: _Stream, start: bytes) -> None:
         self.s = s
@@ -960,7 +960,7 @@ def _decode_payload_compact(s: _Stream, header: Header, payload: bytes,
 
 def train_dictionary(files: Iterable[bytes], size: int = 16384) -> zstandard.ZstdCompressionDict:
     """Train a zstd dictionary of about ``size`` bytes on the payloads of
-    ``files`` (the bytes of version-2 .gsi files written without one, e.g. a
+    ``files`` (the bytes of version-3 .gsi files written without one, e.g. a
     sample of a data set's first shard). Pass it to `dumps` and, to decode,
     to `loads` / `gscodec.open`; store it once next to the files it serves.
     Raises ValueError when the sample is too small to train on.

@@ -191,7 +191,7 @@ def parse_precision(precision: str) -> Precision:
     ``shear`` (l21), ``color`` or single fields (``x``, ``y``, ``l11``, ...),
     bits 1..16, later entries overriding earlier ones. Position bits written
     ``+k`` are relative to the reference size (``ceil(log2(side)) + k``;
-    version 2: a grid of 1/2**k pixel); every field must be given.
+    versions 2 and 3: a grid of 1/2**k pixel); every field must be given.
     Fractional bits (``color=6.5``: a step of range / (2**6.5 - 1);
     ``pos=+2.5``) are for version-3 (and version-2) files, which quantize by step.
     """
@@ -410,15 +410,15 @@ def estimate_bits_per_splat(precision: str | Precision, n_splats: int, width: in
     return min(zstd, raw)
 
 
-# ---------------------------------------------------------------- format v2: grids and predictors
+# ---------------------------------------------------------------- formats v2, v3: grids and predictors
 #
-# Format v2 stores every quantized field as an integer grid index v with
+# Formats v2 and v3 store every quantized field as an integer grid index v with
 # value = v * step (positions: v * step reference pixels, one step for both
 # axes). Fields that share a step (the two log sizes; the three colours) have
 # grid indices on one grid, so one can predict another exactly: g from r, b
 # from r or g. The stored code is v - offset - prediction, never negative.
 
-#: Widest v2 code of one field (a 4-bit width in the header).
+#: Widest v2 / v3 code of one field (a 4-bit width in the header).
 MAX_BITS_V2 = 15
 #: Largest magnitude of a stored offset (keeps v * step exact in binary64).
 MAX_OFFSET = 1 << 40
@@ -459,7 +459,7 @@ def predictor_sources(predictors: int) -> dict[int, int]:
 
 @dataclass(frozen=True)
 class Grids:
-    """The quantizer of a v2 quantized file (its header's descriptor).
+    """The quantizer of a v2 or v3 quantized file (its header's descriptor).
 
     ``widths``: bits of the 8 stored code columns (0..15). ``steps``: step
     bytes of the position (pixels), log size, shear and colour grids.
@@ -484,7 +484,7 @@ class Grids:
 
 @dataclass(frozen=True)
 class GridColumns:
-    """What a v2 quantized payload holds: sorted Morton code differences
+    """What a v2 or v3 quantized payload holds: sorted Morton code differences
     (uint64) and the codes (int64, non-negative) of l11, l21, l22, r, g, b.
     ``order``: stored splat i is input splat ``order[i]`` (None when read)."""
 
@@ -519,12 +519,13 @@ def _requested_step(p: Precision, group: tuple[int, ...], t: np.ndarray) -> floa
 
 
 def quantize(splats: Splats, precision: str | Precision) -> GridColumns:
-    """Quantize ``splats`` for a v2 file of a quantized ``precision``.
+    """Quantize ``splats`` for a v3 file of a quantized ``precision``.
 
     Each step group gets the step table entry nearest its requested step (see
     `_requested_step`), coarsened until every field spans at most 15 bits.
     Colours are predicted from each other where that gives fewer bits
-    (order-0 entropy of the codes).
+    (order-0 entropy of the codes). Positions keep offset 0 (nothing in the
+    header) unless one is negative or an offset narrows a code.
     """
     p = precision if isinstance(precision, Precision) else parse_precision(precision)
     if p.mode != MODE_QUANT:
@@ -627,7 +628,7 @@ def _spec(pos: float, scale: float, shear: float, color: float) -> str:
 
 
 def _group_rate(cols: GridColumns, group: int) -> float:
-    """Estimated bits (order-0 entropy) of one group's columns in a v2 payload."""
+    """Estimated bits (order-0 entropy) of one group's columns in a v3 zstd payload."""
     if group == 0:  # positions: packed low bits of the Morton gaps + entropy of the rest
         total = cols.grids.widths[0] + cols.grids.widths[1]
         low = max(0, total - len(cols.morton_deltas).bit_length() - 3)
@@ -643,11 +644,11 @@ def allocate(splats: Splats, psnr: float) -> str:
 
     Measures, per field group (positions, sizes, shear, colour) and per
     precision, the render's squared error with only that group quantized and
-    the group's entropy in a version-2 payload; picks one precision per group
+    the group's entropy in a version-3 payload; picks one precision per group
     on the lower convex hull of rate against error (a Lagrangian sweep) with
     the summed error within the target, checks the real render, then
     coarsens one group a notch at a time while the real render still meets
-    the target. Returns an explicit ``q:`` spec (fractional bits: version-2
+    the target. Returns an explicit ``q:`` spec (fractional bits: version-3
     files only).
     """
     from .engine import render  # the container (format.py) must not load compiled code
