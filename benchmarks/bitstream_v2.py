@@ -12,6 +12,7 @@ images with and without a dictionary (CIFAR-10 test), decode time (768x512,
     nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py dictionary --limit 500
     nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py estimate --limit 500 [--kodak-limit 24]
     nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py predictors --limit 4
+    nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py savings --limit 500
 
 The script measures whatever `gscodec.format.dumps` writes by default ("new"
 below: v3 today; the same command on an older checkout measures its version).
@@ -41,6 +42,9 @@ with exact integer predictions from the splats before it in Morton order: the
 previous one, the floor of the mean of the last 2, 4 or 8, the median of the
 last 3; and the saving of the best choice per field and file (Kodak, 3000
 splats; CIFAR-10 test at 64).
+savings: per CIFAR-10 q7 file, the bytes each version-3 change saves against
+storing the same quantizer output as v2.0 did (5-byte start, position offsets
+left out, l22's offset relative to l11's, Elias-Fano positions in raw payloads).
 Prints markdown and writes benchmarks/out/bitstream_v2-<which>.json.
 """
 
@@ -157,6 +161,54 @@ def cifar_table(result: dict) -> str:
         lines.append(f"| {n} | {r['test_images']} | {r['v1']:.1f} | {r['new']:.1f} | "
                      f"{r['new_dictionary']:.1f} | {r['new_header']:.1f} | "
                      f"{r['new_at_q7_distortion']:.1f} | {r['dictionary_bytes']} |")
+    return "\n".join(lines)
+
+
+def savings(limit: int) -> dict:
+    """Bytes each v3 change saves on CIFAR-10 q7 files against storing that
+    part as v2.0 did, from the same quantizer output."""
+    result = {}
+    for n in CIFAR_SPLATS:
+        rows = []
+        for s in cifar_fits(limit, n):
+            data = fmt.dumps(s, precision="q7")
+            h = fmt.read_header(io.BytesIO(data))
+            g = h.grids
+            cols = q.quantize(s, "q7")
+            index = [np.asarray(v) for v in q.morton_decode(
+                np.cumsum(cols.morton_deltas, dtype=np.uint64), g.widths[0], g.widths[1])]
+            zz = lambda o: len(fmt._varint(2 * o if o >= 0 else -2 * o - 1))  # noqa: E731
+            position = 0 if h.flags & 16 else sum(zz(int(v.min())) for v in index)
+            w = g.widths[0] + g.widths[1]
+            v2_raw = (n * (w + sum(g.widths[2:])) + 7) // 8
+            rows.append({"file": len(data), "header": h.data_offset + 4,
+                         "start": 5, "position_offsets": position,
+                         "l22_relative": zz(g.offsets[4]) - zz(g.offsets[4] - g.offsets[2]),
+                         "elias_fano": 0 if h.zstd else v2_raw - h.raw_size,
+                         "position_bits": 8 * h.raw_size / n - sum(g.widths[2:]),
+                         **{f"{f}_bits": b for f, b in zip(FIELDS[2:], g.widths[2:])}})
+        result[n] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        result[n]["files"] = len(rows)
+        print(n, result[n], flush=True)
+    return result
+
+
+def savings_table(result: dict) -> str:
+    lines = ["CIFAR-10 test, q7, mean bytes per file: the v3.0 file, its header + CRC, and "
+             "what each change saves against v2.0's way:", "",
+             "| splats | files | v3.0 file | header + CRC | 5-byte start | position offsets "
+             "omitted | `l22` offset relative | Elias-Fano positions |",
+             "|---|---|---|---|---|---|---|---|"]
+    for n, r in result.items():
+        lines.append(f"| {n} | {r['files']} | {r['file']:.1f} | {r['header']:.1f} | "
+                     f"{r['start']:.1f} | {r['position_offsets']:.2f} | "
+                     f"{r['l22_relative']:.2f} | {r['elias_fano']:.2f} |")
+    lines += ["", "Bits per splat of the raw payload: positions (Elias-Fano) and each code's width:",
+              "", "| splats | positions | " + " | ".join(FIELDS[2:]) + " |",
+              "|---" * 8 + "|"]
+    for n, r in result.items():
+        lines.append(f"| {n} | {r['position_bits']:.2f} | "
+                     + " | ".join(f"{r[f + '_bits']:.2f}" for f in FIELDS[2:]) + " |")
     return "\n".join(lines)
 
 
@@ -324,7 +376,7 @@ def speed() -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("which", choices=["kodak", "cifar", "speed", "dictionary", "estimate",
-                                      "predictors"])
+                                      "predictors", "savings"])
     ap.add_argument("--limit", type=int, default=24,
                     help="images (predictors: Kodak images; CIFAR-10 uses 500)")
     ap.add_argument("--kodak-limit", type=int, default=24, help="Kodak images for estimate")
@@ -339,6 +391,9 @@ def main() -> None:
     elif args.which == "dictionary":
         result = dictionary_savings(args.limit)
         table = dictionary_table(result)
+    elif args.which == "savings":
+        result = savings(args.limit)
+        table = savings_table(result)
     elif args.which == "predictors":
         result = predictors(args.limit)
         table = predictors_table(result)
