@@ -1,6 +1,7 @@
-"""Format v2 against v1.0: bits per splat at each preset and at equal distortion
-(Kodak), bytes per image of small images with and without a dictionary
-(CIFAR-10 test), and decode time (768x512, 10k splats), all in one run.
+"""The compact format (v3, written today; v2 before it) against v1.0: bits per
+splat at each preset and at equal distortion (Kodak), bytes per image of small
+images with and without a dictionary (CIFAR-10 test), decode time (768x512,
+10k splats), and what Morton-order neighbour predictors would save.
 
     nice -n 10 .venv/bin/python benchmarks/fit_cache.py kodak --limit 24
     nice -n 10 .venv/bin/python benchmarks/fit_cache.py cifar --limit 500
@@ -9,15 +10,21 @@
     nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py speed
     nice -n 10 .venv/bin/python benchmarks/fit_cache.py kodak224 --limit 24
     nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py dictionary --limit 500
-    nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py estimate --limit 500
+    nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py estimate --limit 500 [--kodak-limit 24]
+    nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py predictors --limit 4
+    nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py savings --limit 500
 
+The script measures whatever `gscodec.format.dumps` writes by default ("new"
+below: v3 today; the same command on an older checkout measures its version).
 kodak: for each cached fit (3000 splats, 300 iterations) and preset, the v1.0
-file, the v2 file of the same preset, and the v2 file whose per-field
+file, the new file of the same preset, and the new file whose per-field
 precision `gscodec.quantize.allocate` picks for the v1.0 preset's distortion
 (PSNR of its render against the unquantized render); bits per splat (whole
 file) and PSNR against the original image. cifar: q7 bytes per image at 16 /
-32 / 64 splats, v1.0, v2, and v2 with a dictionary trained on every fifth
-image's v2 file (those images are left out of all three averages).
+32 / 64 splats, v1.0, new, new with a dictionary trained on every fifth
+image's new file (those images are left out of all averages), the new file's
+header and CRC alone, and the new file at q7's distortion (`allocate` at the
+PSNR of the q7 file's render against the unquantized render).
 speed: parse + render of one 768x512 file with 10k splats, v1.0 vs v2,
 median of 7 runs each, interleaved.
 dictionary: what `encode-dataset --dictionary` saves, at q7 and fp16 (its
@@ -26,9 +33,18 @@ pipeline trains it (the files of the first `DICTIONARY_SAMPLE` images) and
 measured on the other images; Kodak-224 at 400 splats (24 images, too few to
 set a sample aside), each image measured with a dictionary trained on the
 other 23.
-estimate: measured v2 payload bits per splat (file less header and CRC) over
+estimate: measured payload bits per splat (file less header and CRC) over
 `gscodec.quantize.estimate_bits_per_splat`, per set and preset (CIFAR-10 at
 16 / 32 / 64, Kodak-224 at 400, Kodak at 3000 splats).
+predictors: order-0 entropy (bits per splat) of each quantized field's q7 grid
+indices (colours after the cross-channel predictors) with no prediction and
+with exact integer predictions from the splats before it in Morton order: the
+previous one, the floor of the mean of the last 2, 4 or 8, the median of the
+last 3; and the saving of the best choice per field and file (Kodak, 3000
+splats; CIFAR-10 test at 64).
+savings: per CIFAR-10 q7 file, the bytes each version-3 change saves against
+storing the same quantizer output as v2.0 did (5-byte start, position offsets
+left out, l22's offset relative to l11's, Elias-Fano positions in raw payloads).
 Prints markdown and writes benchmarks/out/bitstream_v2-<which>.json.
 """
 
@@ -56,9 +72,11 @@ from gscodec import format as fmt  # noqa: E402
 from gscodec import quantize as q  # noqa: E402
 from gscodec.datasets.pipeline import DICTIONARY_SAMPLE  # noqa: E402
 from gscodec.metrics import psnr  # noqa: E402
+from gscodec.splats import FIELDS  # noqa: E402
 
 PRESETS = ("q6", "q7", "q8", "q10")
 V1 = fmt.VERSION_1
+NEW = f"v{fmt.VERSION[0]}.{fmt.VERSION[1]}"
 
 
 def kodak(limit: int) -> dict:
@@ -69,7 +87,7 @@ def kodak(limit: int) -> dict:
         unquantized = gscodec.render(splats)
         row = {"image": name, "psnr_fp32": psnr(unquantized, originals[name])}
         for preset in PRESETS:
-            for label, precision, version in (("v1", preset, V1), ("v2", preset, fmt.VERSION)):
+            for label, precision, version in (("v1", preset, V1), ("new", preset, fmt.VERSION)):
                 data = fmt.dumps(splats, precision=precision, version=version)
                 out = gscodec.render(fmt.loads(data))
                 row[f"{preset}_{label}"] = (len(data) * 8 / n, psnr(out, originals[name]),
@@ -89,14 +107,14 @@ def kodak_table(result: dict) -> str:
     rows = result["rows"]
     lines = [f"Kodak, {len(rows)} images, 3000 splats, 300 iterations; mean bits per splat "
              "(whole file) and mean PSNR (dB, against the original image):", "",
-             "| preset | v1.0 bits/splat | v1.0 PSNR | v2 preset bits/splat | v2 preset PSNR | "
-             "v2 at v1.0's distortion: bits/splat | PSNR | saving |",
+             f"| preset | v1.0 bits/splat | v1.0 PSNR | {NEW} preset bits/splat | {NEW} preset PSNR | "
+             f"{NEW} at v1.0's distortion: bits/splat | PSNR | saving |",
              "|---|---|---|---|---|---|---|---|"]
     for preset in PRESETS:
-        m = {k: np.mean([r[f"{preset}_{k}"][0] for r in rows]) for k in ("v1", "v2", "alloc")}
-        p = {k: np.mean([r[f"{preset}_{k}"][1] for r in rows]) for k in ("v1", "v2", "alloc")}
-        lines.append(f"| `{preset}` | {m['v1']:.1f} | {p['v1']:.2f} | {m['v2']:.1f} | "
-                     f"{p['v2']:.2f} | {m['alloc']:.1f} | {p['alloc']:.2f} | "
+        m = {k: np.mean([r[f"{preset}_{k}"][0] for r in rows]) for k in ("v1", "new", "alloc")}
+        p = {k: np.mean([r[f"{preset}_{k}"][1] for r in rows]) for k in ("v1", "new", "alloc")}
+        lines.append(f"| `{preset}` | {m['v1']:.1f} | {p['v1']:.2f} | {m['new']:.1f} | "
+                     f"{p['new']:.2f} | {m['alloc']:.1f} | {p['alloc']:.2f} | "
                      f"{100 * (1 - m['alloc'] / m['v1']):.0f}% |")
     return "\n".join(lines)
 
@@ -108,11 +126,15 @@ def cifar(limit: int) -> dict:
         train = [fmt.dumps(s, precision="q7") for s in fits[::5]]
         test = [s for i, s in enumerate(fits) if i % 5]
         dictionary = fmt.train_dictionary(train)
+        files = [fmt.dumps(s, precision="q7") for s in test]
         sizes = {
             "v1": [len(fmt.dumps(s, precision="q7", version=V1)) for s in test],
-            "v2": [len(fmt.dumps(s, precision="q7")) for s in test],
-            "v2_dictionary": [len(fmt.dumps(s, precision="q7", dictionary=dictionary))
-                              for s in test],
+            "new": [len(f) for f in files],
+            "new_dictionary": [len(fmt.dumps(s, precision="q7", dictionary=dictionary))
+                               for s in test],
+            "new_header": [fmt.read_header(io.BytesIO(f)).data_offset + 4 for f in files],
+            "new_at_q7_distortion": [len(fmt.dumps(s, precision=_allocate_at(s, "q7")))
+                                     for s in test],
         }
         result[n] = {k: float(np.mean(v)) for k, v in sizes.items()}
         result[n]["test_images"] = len(test)
@@ -121,14 +143,133 @@ def cifar(limit: int) -> dict:
     return result
 
 
+def _allocate_at(splats: gscodec.Splats, preset: str) -> str:
+    """The `allocate` spec at the distortion of ``preset``'s file (PSNR of its
+    render against the unquantized render)."""
+    unquantized = gscodec.render(splats)
+    return q.allocate(splats, psnr(gscodec.render(q.roundtrip(splats, preset)), unquantized))
+
+
 def cifar_table(result: dict) -> str:
-    lines = ["CIFAR-10 test, q7, mean bytes per image (whole file); the dictionary (q7, "
-             "trained on every fifth image, those left out):", "",
-             "| splats | images | v1.0 | v2 | v2 + dictionary | dictionary size |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"CIFAR-10 test, q7, mean bytes per image (whole file); the dictionary (q7, "
+             f"trained on every fifth image, those left out); {NEW}'s header and CRC alone; "
+             f"{NEW} at q7's distortion (`allocate`):", "",
+             f"| splats | images | v1.0 | {NEW} | {NEW} + dictionary | {NEW} header + CRC | "
+             f"{NEW} at q7's distortion | dictionary size |",
+             "|---|---|---|---|---|---|---|---|"]
     for n, r in result.items():
-        lines.append(f"| {n} | {r['test_images']} | {r['v1']:.1f} | {r['v2']:.1f} | "
-                     f"{r['v2_dictionary']:.1f} | {r['dictionary_bytes']} |")
+        lines.append(f"| {n} | {r['test_images']} | {r['v1']:.1f} | {r['new']:.1f} | "
+                     f"{r['new_dictionary']:.1f} | {r['new_header']:.1f} | "
+                     f"{r['new_at_q7_distortion']:.1f} | {r['dictionary_bytes']} |")
+    return "\n".join(lines)
+
+
+def savings(limit: int) -> dict:
+    """Bytes each v3 change saves on CIFAR-10 q7 files against storing that
+    part as v2.0 did, from the same quantizer output."""
+    result = {}
+    for n in CIFAR_SPLATS:
+        rows = []
+        for s in cifar_fits(limit, n):
+            data = fmt.dumps(s, precision="q7")
+            h = fmt.read_header(io.BytesIO(data))
+            g = h.grids
+            cols = q.quantize(s, "q7")
+            index = [np.asarray(v) for v in q.morton_decode(
+                np.cumsum(cols.morton_deltas, dtype=np.uint64), g.widths[0], g.widths[1])]
+            zz = lambda o: len(fmt._varint(2 * o if o >= 0 else -2 * o - 1))  # noqa: E731
+            position = 0 if h.flags & 16 else sum(zz(int(v.min())) for v in index)
+            w = g.widths[0] + g.widths[1]
+            v2_raw = (n * (w + sum(g.widths[2:])) + 7) // 8
+            rows.append({"file": len(data), "header": h.data_offset + 4,
+                         "start": 5, "position_offsets": position,
+                         "l22_relative": zz(g.offsets[4]) - zz(g.offsets[4] - g.offsets[2]),
+                         "elias_fano": 0 if h.zstd else v2_raw - h.raw_size,
+                         "position_bits": 8 * h.raw_size / n - sum(g.widths[2:]),
+                         **{f"{f}_bits": b for f, b in zip(FIELDS[2:], g.widths[2:])}})
+        result[n] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        result[n]["files"] = len(rows)
+        print(n, result[n], flush=True)
+    return result
+
+
+def savings_table(result: dict) -> str:
+    lines = ["CIFAR-10 test, q7, mean bytes per file: the v3.0 file, its header + CRC, and "
+             "what each change saves against v2.0's way:", "",
+             "| splats | files | v3.0 file | header + CRC | 5-byte start | position offsets "
+             "omitted | `l22` offset relative | Elias-Fano positions |",
+             "|---|---|---|---|---|---|---|---|"]
+    for n, r in result.items():
+        lines.append(f"| {n} | {r['files']} | {r['file']:.1f} | {r['header']:.1f} | "
+                     f"{r['start']:.1f} | {r['position_offsets']:.2f} | "
+                     f"{r['l22_relative']:.2f} | {r['elias_fano']:.2f} |")
+    lines += ["", "Bits per splat of the raw payload: positions (Elias-Fano) and each code's width:",
+              "", "| splats | positions | " + " | ".join(FIELDS[2:]) + " |",
+              "|---" * 8 + "|"]
+    for n, r in result.items():
+        lines.append(f"| {n} | {r['position_bits']:.2f} | "
+                     + " | ".join(f"{r[f + '_bits']:.2f}" for f in FIELDS[2:]) + " |")
+    return "\n".join(lines)
+
+
+def _order0_bits(values: np.ndarray) -> float:
+    _, counts = np.unique(values, return_counts=True)
+    return float(-(counts * np.log2(counts / counts.sum())).sum())
+
+
+def _neighbour_predictions(v: np.ndarray) -> dict[str, np.ndarray]:
+    """Exact integer predictions of each value from the ones before it (0
+    where there are too few)."""
+    n = len(v)
+
+    def lag(k: int) -> np.ndarray:
+        out = np.zeros(n, np.int64)
+        out[k:] = v[:n - k] if k < n else []
+        return out
+
+    return {
+        "none": np.zeros(n, np.int64),
+        "previous": lag(1),
+        "mean of 2": (lag(1) + lag(2)) >> 1,
+        "median of 3": np.median(np.stack([lag(1), lag(2), lag(3)]), axis=0).astype(np.int64),
+        "mean of 4": sum(lag(k) for k in range(1, 5)) >> 2,
+        "mean of 8": sum(lag(k) for k in range(1, 9)) >> 3,
+    }
+
+
+def predictors(limit: int) -> dict:
+    sets = {"Kodak, 3000 splats": [s for _, s in kodak_fits(limit)],
+            "CIFAR-10 test, 64 splats": cifar_fits(500, 64)}
+    result = {}
+    for name, fits in sets.items():
+        bits: dict[str, dict[str, list[float]]] = {}
+        for s in fits:
+            cols = q.quantize(s, "q7")
+            for i, codes in enumerate(cols.codes):
+                stored = codes.astype(np.int64) + cols.grids.offsets[i + 2]
+                per = bits.setdefault(FIELDS[i + 2], {})
+                for label, prediction in _neighbour_predictions(stored).items():
+                    per.setdefault(label, []).append(_order0_bits(stored - prediction) / len(s))
+        result[name] = {"files": len(fits), "fields": {}}
+        for f, per in bits.items():
+            table = {label: float(np.mean(v)) for label, v in per.items()}
+            best = np.min(np.array(list(per.values())), axis=0)
+            table["best per file, saving"] = float(np.mean(np.array(per["none"]) - best))
+            result[name]["fields"][f] = table
+        print(name, result[name], flush=True)
+    return result
+
+
+def predictors_table(result: dict) -> str:
+    lines = []
+    for name, r in result.items():
+        labels = list(next(iter(r["fields"].values())))
+        lines += [f"{name} ({r['files']} files), q7: order-0 entropy, bits per splat per field:",
+                  "", "| field | " + " | ".join(labels) + " |",
+                  "|---" * (len(labels) + 1) + "|"]
+        for f, table in r["fields"].items():
+            lines.append(f"| `{f}` | " + " | ".join(f"{table[k]:.2f}" for k in labels) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -172,10 +313,10 @@ def dictionary_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def estimate(limit: int) -> dict:
+def estimate(limit: int, kodak_limit: int) -> dict:
     sets = {f"CIFAR-10 test, {n} splats": cifar_fits(limit, n) for n in CIFAR_SPLATS}
-    sets[f"Kodak-224, {KODAK224_SPLATS} splats"] = kodak224_fits(24)
-    sets["Kodak, 3000 splats"] = [s for _, s in kodak_fits(24)]
+    sets[f"Kodak-224, {KODAK224_SPLATS} splats"] = kodak224_fits(kodak_limit)
+    sets["Kodak, 3000 splats"] = [s for _, s in kodak_fits(kodak_limit)]
     result = {}
     for name, fits in sets.items():
         for preset in PRESETS:
@@ -193,7 +334,7 @@ def estimate(limit: int) -> dict:
 
 
 def estimate_table(result: dict) -> str:
-    lines = ["Measured v2 payload bits per splat over the estimate:", "",
+    lines = ["Measured payload bits per splat over the estimate:", "",
              "| set, preset | images | mean | min | max |", "|---|---|---|---|---|"]
     for name, r in result.items():
         lines.append(f"| {name} | {r['images']} | {r['mean']:.3f} | {r['min']:.3f} | "
@@ -211,7 +352,7 @@ def speed() -> dict:
         splats = gscodec.fit(image, 10000, iterations=100)
         np.savez(cache, splats=splats.to_array(), width=splats.width, height=splats.height)
     files = {"v1": fmt.dumps(splats, precision="q7", version=V1),
-             "v2": fmt.dumps(splats, precision="q7")}
+             "new": fmt.dumps(splats, precision="q7")}
     times: dict[str, list[float]] = {k: [] for k in files}
     for _ in range(8):
         for k, data in files.items():
@@ -226,7 +367,7 @@ def speed() -> dict:
         for _ in range(10):
             fmt.loads(data)
         parse[k] = (time.perf_counter() - t0) / 10
-    result = {"decode_s": med, "parse_s": parse, "ratio": med["v2"] / med["v1"],
+    result = {"decode_s": med, "parse_s": parse, "ratio": med["new"] / med["v1"],
               "bytes": {k: len(v) for k, v in files.items()}}
     print(result)
     return result
@@ -234,29 +375,39 @@ def speed() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("which", choices=["kodak", "cifar", "speed", "dictionary", "estimate"])
-    ap.add_argument("--limit", type=int, default=24)
+    ap.add_argument("which", choices=["kodak", "cifar", "speed", "dictionary", "estimate",
+                                      "predictors", "savings"])
+    ap.add_argument("--limit", type=int, default=24,
+                    help="images (predictors: Kodak images; CIFAR-10 uses 500)")
+    ap.add_argument("--kodak-limit", type=int, default=24, help="Kodak images for estimate")
     args = ap.parse_args()
     command = " ".join(["benchmarks/bitstream_v2.py", *sys.argv[1:]])
     if args.which == "kodak":
         result = kodak(args.limit)
         table = kodak_table(result)
     elif args.which == "estimate":
-        result = estimate(args.limit)
+        result = estimate(args.limit, args.kodak_limit)
         table = estimate_table(result)
     elif args.which == "dictionary":
         result = dictionary_savings(args.limit)
         table = dictionary_table(result)
+    elif args.which == "savings":
+        result = savings(args.limit)
+        table = savings_table(result)
+    elif args.which == "predictors":
+        result = predictors(args.limit)
+        table = predictors_table(result)
     elif args.which == "cifar":
         result = cifar(args.limit)
         table = cifar_table(result)
     else:
         result = speed()
-        table = (f"768x512, 10k splats, q7 (v1.0 {result['bytes']['v1']} bytes, v2 "
-                 f"{result['bytes']['v2']}): parse + render {result['decode_s']['v1'] * 1e3:.1f}"
-                 f" ms (v1.0) vs {result['decode_s']['v2'] * 1e3:.1f} ms (v2), ratio "
+        table = (f"768x512, 10k splats, q7 (v1.0 {result['bytes']['v1']} bytes, {NEW} "
+                 f"{result['bytes']['new']}): parse + render "
+                 f"{result['decode_s']['v1'] * 1e3:.1f} ms (v1.0) vs "
+                 f"{result['decode_s']['new'] * 1e3:.1f} ms ({NEW}), ratio "
                  f"{result['ratio']:.3f}; parse alone {result['parse_s']['v1'] * 1e3:.1f} vs "
-                 f"{result['parse_s']['v2'] * 1e3:.1f} ms")
+                 f"{result['parse_s']['new'] * 1e3:.1f} ms")
     print(header(command))
     print(table)
     (OUT.parent / f"bitstream_v2-{args.which}.json").write_text(json.dumps(result, indent=1))

@@ -26,10 +26,18 @@ def random_splats(n: int, width: int, height: int, seed: int) -> Splats:
     return Splats(rng.uniform(0, 1, (n, 2)), chol, rng.normal(0.5, 0.3, (n, 3)), width, height)
 
 
+#: Files of the version-2.0 writer (read-only version), kept as test fixtures.
+V2_0_FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "v2_0"
+
+
 def open_seeds() -> dict[str, bytes]:
-    """.gsi files (every precision, with and without metadata, 0 to 40 splats),
-    each in both forms of `gsi_input`."""
+    """.gsi files (every precision, with and without metadata, 0 to 40 splats;
+    version 3 and a few version-2.0 fixtures), each in both forms of `gsi_input`."""
     seeds = {}
+    for name in ("q7-2.gsi", "q7-400.gsi", "fp16-40.gsi"):
+        file = (V2_0_FIXTURES / name).read_bytes()
+        seeds[f"v2_0-{name[:-4]}-raw.bin"] = from_gsi(file, raw=True)
+        seeds[f"v2_0-{name[:-4]}-payload.bin"] = from_gsi(file, raw=False)
     for i, precision in enumerate(PRECISIONS):
         splats = random_splats([0, 1, 3, 8, 40, 5][i], [40, 16, 64, 7, 100, 33][i],
                                [30, 16, 48, 9, 3, 65][i], seed=i)

@@ -253,7 +253,7 @@ def build(parts: list[tuple[bytes, bytes]], version: bytes = b"\x01\x00") -> byt
     """Assemble a file from chunks, with correct lengths and CRCs."""
     body = b"".join(struct.pack("<I4s", len(d), k) + d + struct.pack("<I", zlib.crc32(k + d))
                     for k, d in parts)
-    return fmt.MAGIC + version + body
+    return fmt.SIGNATURE_V1 + version + body
 
 
 def test_build_reproduces_a_file() -> None:

@@ -1,6 +1,6 @@
 """Hostile bytes: every truncation, every bit flip, splices, random bytes and
 structure-aware mutations (valid CRCs, broken contents) of small .gsi files
-(versions 1.0 and 2.0, with and without a dictionary) must raise `GSIError`
+(versions 1.0, 2.0 and 3.0, with and without a dictionary) must raise `GSIError`
 and nothing else (no other exception, no warning, no crash), or decode to
 valid splats that render, where the mutation left a valid file. (`make
 test-asan` runs this file under AddressSanitizer.)"""
@@ -21,6 +21,8 @@ import gscodec
 from gscodec import GSIError, Splats
 from gscodec import format as fmt
 from test_format import chunks
+from test_format_v2_0 import FIXTURES
+from test_format_v3 import palette_splats
 from test_fuzz_harnesses import caps
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -44,20 +46,25 @@ CORPUS = [
     fmt.dumps(_splats(0, 4), precision="q6", **V1),
     fmt.dumps(_splats(40, 5), precision="q8", metadata={"encoder": "gscodec"}, **V1),
 ]
-DICTIONARY = fmt.train_dictionary([fmt.dumps(_splats(40, 100 + i), precision="q7")
+DICTIONARY = fmt.train_dictionary([fmt.dumps(palette_splats(64, 100 + i), precision="q7")
                                    for i in range(40)], size=2048)
+# Versions 3.0 (written today) and 2.0 (fixtures of the v2.0 writer): the
+# compact header, one CRC over the header and the decompressed payload.
 CORPUS_V2 = [
     fmt.dumps(_splats(3, 0), precision="fp32"),
     fmt.dumps(_splats(5, 1), precision="fp16", metadata={"source": "a.png", "k": "v"}),
-    fmt.dumps(_splats(6, 2), precision="q7"),  # raw bit-packed payload
+    fmt.dumps(_splats(6, 2), precision="q7"),  # raw: Elias-Fano positions, packed codes
     fmt.dumps(_splats(4, 3), precision="q:x=12,y=11,l11=15,l21=9,l22=3,r=1,g=8.5,b=15"),
     fmt.dumps(_splats(0, 4), precision="q6"),
-    fmt.dumps(_splats(2, 6), precision="q10"),
-    fmt.dumps(_splats(100, 5), precision="q8", metadata={"encoder": "gscodec"}),  # zstd
-    fmt.dumps(_splats(60, 7), precision="q7", dictionary=DICTIONARY),
-]
-assert all(fmt.read_header(io.BytesIO(d)).flags & 16 for d in CORPUS_V2[-2:])  # zstd
-assert fmt.read_header(io.BytesIO(CORPUS_V2[-1])).dictionary_id == DICTIONARY.dict_id()
+    fmt.dumps(Splats(_splats(2, 6).xy - 0.3, _splats(2, 6).chol, _splats(2, 6).rgb, 40, 30),
+              precision="q10"),  # position offsets stored
+    fmt.dumps(palette_splats(300, 5), precision="q8", metadata={"encoder": "gscodec"}),  # zstd
+    fmt.dumps(palette_splats(64, 7), precision="q7", dictionary=DICTIONARY),
+] + [(FIXTURES / name).read_bytes() for name in ("q7-2.gsi", "q7-400.gsi", "fp16-2.gsi",
+                                                  "q_pos2.5_scale6.5_shear7_color5.5-40.gsi")]
+assert all(fmt.read_header(io.BytesIO(d)).zstd for d in CORPUS_V2[6:8])
+assert fmt.read_header(io.BytesIO(CORPUS_V2[7])).dictionary_id == DICTIONARY.dict_id()
+assert fmt.read_header(io.BytesIO(CORPUS_V2[5])).flags & 16
 
 
 @pytest.fixture(autouse=True)
@@ -130,7 +137,7 @@ def _v2_parts(file: bytes) -> tuple[bytes, bytes, bytes, bool]:
     """Header bytes, payload, decompressed payload and whether it is zstd."""
     header = fmt.read_header(io.BytesIO(file))
     payload = file[header.data_offset:-4]
-    zstd = bool(header.flags & 16)
+    zstd = header.zstd
     raw = zstandard.ZstdDecompressor(dict_data=DICTIONARY if header.dictionary_id else None
                                      ).decompress(payload) if zstd else payload
     return file[:header.data_offset], payload, raw, zstd
@@ -149,7 +156,8 @@ def test_v2_mutated_headers_with_valid_crcs(file: bytes, data: st.DataObject) ->
     # The CRC recomputed, so the mutation reaches the varints, flags, widths,
     # steps, offsets, predictors and dictionary id.
     head, payload, raw, _ = _v2_parts(file)
-    mutated = head[:10] + _mutate(data, head[10:])
+    start = 10 if file[:8] == fmt.SIGNATURE_V1 else 5  # after the version
+    mutated = head[:start] + _mutate(data, head[start:])
     load_or_gsierror(_v2_build(mutated, payload, raw))
 
 
@@ -175,7 +183,7 @@ def test_v2_mutated_payloads_with_valid_crcs(file: bytes, data: st.DataObject) -
 
 
 def test_missing_or_wrong_dictionary_is_a_clear_error() -> None:
-    data = CORPUS_V2[-1]
+    data = CORPUS_V2[7]
     with pytest.raises(GSIError, match=f"needs the zstd dictionary with id "
                                        f"{DICTIONARY.dict_id()}; none was given"):
         fmt.loads(data)
@@ -211,13 +219,13 @@ def test_random_bytes(data: bytes) -> None:
 @given(st.binary(max_size=300))
 def test_random_bytes_after_a_valid_signature(tail: bytes) -> None:
     with pytest.raises(GSIError):
-        fmt.loads(fmt.MAGIC + b"\x01\x00" + tail)
+        fmt.loads(fmt.SIGNATURE_V1 + b"\x01\x00" + tail)
     with pytest.raises(GSIError):
-        fmt.loads(fmt.MAGIC + b"\x02\x00" + tail)  # the CRC (or a check before it) fails
+        fmt.loads(fmt.SIGNATURE_V1 + b"\x02\x00" + tail)  # the CRC (or a check before it) fails
 
 
 def _build(parts: list[tuple[bytes, bytes]]) -> bytes:
-    return fmt.MAGIC + b"\x01\x00" + b"".join(
+    return fmt.SIGNATURE_V1 + b"\x01\x00" + b"".join(
         struct.pack("<I4s", len(d), k) + d + struct.pack("<I", zlib.crc32(k + d))
         for k, d in parts)
 

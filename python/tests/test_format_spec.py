@@ -1,6 +1,7 @@
-"""A minimal version-2 decoder written from docs/format.md alone (Part I), kept
-independent of gscodec's reader: it must reproduce gscodec's decoded splats
-bit for bit, which checks the specification as much as the code."""
+"""A minimal version-3 and version-2 decoder written from docs/format.md alone
+(Part I), kept independent of gscodec's reader: it must reproduce gscodec's
+decoded splats bit for bit (version 3 from today's writer, version 2 from the
+v2.0 fixtures), which checks the specification as much as the code."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import zstandard
 from gscodec import Splats
 from gscodec import format as fmt
 from test_format import random_splats
+from test_format_v2_0 import FIXTURES, MANIFEST
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -29,9 +31,11 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             return value, pos
 
 
-def _bits(data: bytes, widths: list[int], n: int) -> list[list[int]]:
+def _bits(data: bytes, widths: list[int], n: int, skip: int = 0) -> list[list[int]]:
+    """Columns of ``n`` values ``widths`` bits wide, most significant bit
+    first, from bit ``skip`` of ``data`` on."""
     bitstring = "".join(f"{b:08b}" for b in data)
-    pos, out = 0, []
+    pos, out = skip, []
     for w in widths:
         column = []
         for _ in range(n):
@@ -46,24 +50,47 @@ def _planes(raw: bytes, pos: int, n: int, width: int) -> tuple[list[int], int]:
     return values, pos + n * width
 
 
+def _signed(z: int) -> int:
+    return z >> 1 if not z & 1 else -(z >> 1) - 1
+
+
 def decode(data: bytes) -> np.ndarray:
-    """The (N, 8) float32 splats of a version-2 file, per docs/format.md Part I."""
-    assert data[:10] == b"\x89GSI\r\n\x1a\n\x02\x00"
-    width, pos = _varint(data, 10)
+    """The (N, 8) float32 splats of a version-3 or 2 file, per docs/format.md Part I."""
+    v3 = data[:5] == b"\x89GSI\x30"
+    assert v3 or data[:10] == b"\x89GSI\r\n\x1a\n\x02\x00"
+    width, pos = _varint(data, 5 if v3 else 10)
     height, pos = _varint(data, pos)
     n, pos = _varint(data, pos)
     flags = data[pos]
     pos += 1
-    mode, zstd = flags & 3, bool(flags & 16)
-    assert not flags & (4 | 8)  # this test's files carry no meta or dictionary
+    mode = flags & 3
+    if v3:
+        zstd, position_offsets = bool(flags & 8), bool(flags & 16)
+        if flags & 4:  # extras: meta (bit 0), dictionary (bit 1)
+            extras = data[pos]
+            pos += 1
+            if extras & 2:
+                pos += 4  # dictionary id (files with a dictionary are not used here)
+            if extras & 1:
+                length, pos = _varint(data, pos)
+                pos += length  # metadata
+    else:
+        zstd, position_offsets = bool(flags & 16), True
+        if flags & 8:
+            pos += 4  # dictionary id
+        if flags & 4:
+            length, pos = _varint(data, pos)
+            pos += length  # metadata
     if mode == 2 and n:
         widths = [w for b in data[pos:pos + 4] for w in (b & 15, b >> 4)]
         steps = [(4 + (s & 3)) * 2.0 ** ((s >> 2) - 44) for s in data[pos + 4:pos + 8]]
         pos += 8
-        offsets = []
-        for _ in range(8):
+        offsets = [0, 0] if not position_offsets else []
+        for _ in range(8 - len(offsets)):
             z, pos = _varint(data, pos)
-            offsets.append(z >> 1 if not z & 1 else -(z >> 1) - 1)
+            offsets.append(_signed(z))
+        if v3:
+            offsets[4] += offsets[2]  # l22's offset is stored relative to l11's
     if zstd:
         length, pos = _varint(data, pos)
         assert len(data) == pos + length + 4
@@ -88,6 +115,15 @@ def decode(data: bytes) -> np.ndarray:
         for w in widths[2:]:
             column, p = _planes(raw, p, n, math.ceil(w / 8))
             codes.append(column)
+    elif v3:  # Elias-Fano: a bitmap of n + 2^(W - k) bits, the k low bits of each code
+        k = max(0, w_pos - n.bit_length())
+        length = n + 2 ** (w_pos - k)
+        (bitmap,) = _bits(raw, [1], length)
+        ones = [i for i, bit in enumerate(bitmap) if bit]
+        assert len(ones) == n
+        lows, *codes = _bits(raw, [k, *widths[2:]], n, skip=length)
+        mortons = [((p - i) << k) | lo for i, (p, lo) in enumerate(zip(ones, lows))]
+        gaps = [m - prev for m, prev in zip(mortons, [0] + mortons[:-1])]
     else:
         gaps, *codes = _bits(raw, [w_pos, *widths[2:]], n)
     out = np.zeros((n, 8), np.float32)
@@ -120,12 +156,26 @@ def decode(data: bytes) -> np.ndarray:
     return out
 
 
+@pytest.mark.parametrize("name", sorted(k for k, v in MANIFEST.items()
+                                         if not v.get("dictionary") and not k.startswith("fp16")))
+def test_spec_decoder_reads_v2_0_fixtures(name: str) -> None:
+    data = (FIXTURES / name).read_bytes()
+    assert np.array_equal(decode(data), fmt.loads(data).to_array())
+
+
 @pytest.mark.parametrize("n, precision", [(0, "q7"), (1, "q7"), (2, "q10"), (16, "q7"),
                                           (300, "q6"), (300, "q:pos=+3,scale=9.5,shear=8,color=11"),
                                           (5, "fp32"), (300, "fp32")])
 def test_spec_decoder_matches_gscodec(n: int, precision: str) -> None:
     splats = random_splats(n, 40, 30, seed=n)
-    data = fmt.dumps(splats, precision=precision)
+    data = fmt.dumps(splats, precision=precision, metadata={"k": "v"} if n == 2 else None)
+    assert np.array_equal(decode(data), fmt.loads(data).to_array())
+
+
+def test_spec_decoder_with_position_offsets() -> None:
+    s = random_splats(20, 40, 30, seed=3)
+    data = fmt.dumps(Splats(s.xy - 0.5, s.chol, s.rgb, 40, 30), precision="q7")
+    assert fmt.read_header(io.BytesIO(data)).flags & 16
     assert np.array_equal(decode(data), fmt.loads(data).to_array())
 
 
@@ -137,10 +187,10 @@ def grey_ish(n: int) -> Splats:
     return Splats(s.xy, s.chol, rgb, s.width, s.height)
 
 
-@pytest.mark.parametrize("n", [16, 300])
+@pytest.mark.parametrize("n", [16, 3000])
 def test_spec_decoder_with_predictors(n: int) -> None:
     data = fmt.dumps(grey_ish(n), precision="q7")
-    flags = fmt.read_header(io.BytesIO(data)).flags
-    assert flags >> 5 in (0b011, 0b101)  # g from r, b from r or g
-    assert bool(flags & 16) == (n == 300)  # raw packed bits, then a zstd frame
+    header = fmt.read_header(io.BytesIO(data))
+    assert header.flags >> 5 in (0b011, 0b101)  # g from r, b from r or g
+    assert header.zstd == (n == 3000)  # raw packed bits, then a zstd frame
     assert np.array_equal(decode(data), fmt.loads(data).to_array())

@@ -41,7 +41,7 @@ def test_open_seeds_are_files_that_render(name: str) -> None:
     fuzz_open_render.TestOneInput(data)
 
 
-@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+@pytest.mark.parametrize("version", [(1, 0), (3, 0)])
 @pytest.mark.parametrize("precision", ["q8", "fp16"])
 @pytest.mark.parametrize("raw", [True, False])
 def test_gsi_input_round_trip(raw: bool, precision: str, version: tuple[int, int]) -> None:

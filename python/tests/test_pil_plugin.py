@@ -45,7 +45,7 @@ def test_open_reads_header_then_decodes_on_load(gsi_file, monkeypatch) -> None:
     with Image.open(gsi_file) as im:
         assert (im.format, im.mode, im.size) == ("GSI", "RGB", (30, 20))
         assert im.get_format_mimetype() == "image/x-gsi"
-        assert im.info["n_splats"] == 40 and im.info["version"] == "2.0"
+        assert im.info["n_splats"] == 40 and im.info["version"] == "3.0"
         assert calls == []
         im.load()
         assert calls == [1]
@@ -94,8 +94,8 @@ def test_foreign_files_are_not_claimed(tmp_path, picture) -> None:
 
 def test_corrupt_gsi_raises_gsierror_and_closes_the_file(gsi_file) -> None:
     data = gsi_file.read_bytes()
-    gsi_file.write_bytes(data[:10] + b"\x00" + data[11:])  # width 0
-    with pytest.raises(GSIError, match="x.gsi: offset 10: header: reference size 0x20"):
+    gsi_file.write_bytes(data[:5] + b"\x00" + data[6:])  # width 0
+    with pytest.raises(GSIError, match="x.gsi: offset 5: header: reference size 0x20"):
         Image.open(gsi_file)
     gsi_file.write_bytes(data[:-20])  # header fine, payload truncated
     with Image.open(gsi_file) as im:

@@ -1,11 +1,16 @@
 """Read and write .gsi files (the container specified in docs/format.md).
 
-Every file starts with an 8-byte signature and a 2-byte version.
+Every file starts with the 4 bytes ``\x89GSI``. Version 3 follows them with
+one version byte; versions 1 and 2 with the rest of an 8-byte PNG-style
+signature and two version bytes.
 
-- Version 2 (written by default): a compact header (varints, flags, the
-  quantizer's grids), the payload (a zstd frame, optionally with a shared
-  dictionary, or raw bit-packed codes for tiny files) and a CRC-32 of the
-  header and the decompressed payload.
+- Version 3 (written by default): a compact header (varints, flags, the
+  quantizer's grids, no bytes for defaults), the payload (a zstd frame,
+  optionally with a shared dictionary, or raw bit-packed codes with
+  Elias-Fano coded positions for tiny files) and a CRC-32 of the header and
+  the decompressed payload.
+- Version 2 (read only): the same with a 10-byte start, every offset stored
+  and positions as fixed-width Morton differences in raw payloads.
 - Version 1 (read, and written on request for old readers): PNG-style chunks
   (length, type, data, CRC-32): ``HEAD``, optional ``meta``, ``DATA`` (byte
   planes of per-field columns, one zstd frame) and ``DONE``.
@@ -37,7 +42,10 @@ from .splats import FIELDS, Splats
 
 __all__ = [
     "MAGIC",
+    "SIGNATURE_V1",
     "VERSION",
+    "VERSION_2",
+    "VERSION_1",
     "MIME_TYPE",
     "EXTENSION",
     "Header",
@@ -51,12 +59,17 @@ __all__ = [
     "train_dictionary",
 ]
 
-#: File signature: non-ASCII first byte, "GSI", CR LF, ^Z, LF (catches text-mode
-#: transfers, like PNG's).
-MAGIC = b"\x89GSI\r\n\x1a\n"
-#: (major, minor) version this module writes by default.
-VERSION = (2, 0)
-#: The other version it reads and writes on request (for version-1 readers).
+#: The first 4 bytes of every .gsi file: a non-ASCII byte, then "GSI".
+MAGIC = b"\x89GSI"
+#: Versions 1 and 2 go on to an 8-byte signature: CR LF, ^Z, LF (catches
+#: text-mode transfers, like PNG's), then a major and a minor version byte.
+SIGNATURE_V1 = MAGIC + b"\r\n\x1a\n"
+#: (major, minor) version this module writes by default; its files store it
+#: as one byte, ``major << 4 | minor``, after `MAGIC`.
+VERSION = (3, 0)
+#: The previous compact version (read only).
+VERSION_2 = (2, 0)
+#: The chunked version it reads and writes on request (for version-1 readers).
 VERSION_1 = (1, 0)
 MIME_TYPE = "image/x-gsi"
 EXTENSION = ".gsi"
@@ -86,10 +99,12 @@ class Header:
     """Everything a reader learns before decoding the payload.
 
     ``data_offset`` / ``data_length`` locate the payload (bytes from the
-    start of the file; version 2's CRC follows it). ``codings`` holds the 8 field codings
-    of a version-1 quantized file, ``grids`` the quantizer of a version-2 one
-    (None when it holds no splats). ``flags``, ``dictionary_id`` and
-    ``crc_seed`` (the CRC-32 of the header bytes) are version 2's.
+    start of the file; in versions 2 and 3 the CRC follows it). ``codings``
+    holds the 8 field codings of a version-1 quantized file, ``grids`` the
+    quantizer of a version-2 or 3 one (None when it holds no splats).
+    ``flags`` (the flag byte as stored, whose bits differ between versions
+    2 and 3), ``zstd`` (the payload is a zstd frame), ``dictionary_id`` and
+    ``crc_seed`` (the CRC-32 of the header bytes) are versions 2 and 3's.
     """
 
     version: tuple[int, int]
@@ -103,6 +118,7 @@ class Header:
     data_length: int = 0
     grids: q.Grids | None = None
     flags: int = 0
+    zstd: bool = False
     dictionary_id: int = 0
     crc_seed: int = 0
 
@@ -110,18 +126,18 @@ class Header:
     def precision(self) -> str:
         """``"fp32"``, ``"fp16"`` or the explicit spec of a quantized file
         (e.g. ``"q:x=12,y=11,l11=7,l21=7,l22=7,r=6,g=6,b=6"``; the default
-        ``"q7"`` for a version-2 quantized file without splats)."""
+        ``"q7"`` for a version-2 or 3 quantized file without splats)."""
         if self.mode != q.MODE_QUANT:
             return q.MODE_NAMES[self.mode]
-        if self.version[0] == 2:
+        if self.version[0] != VERSION_1[0]:
             return self.grids.spec if self.grids else "q7"
         return "q:" + ",".join(f"{f}={c.bits}" for f, c in zip(FIELDS, self.codings))
 
     @property
     def raw_size(self) -> int:
         """Bytes of the decompressed payload."""
-        if self.version[0] == 2 and self.mode == q.MODE_QUANT:
-            return _quantized_raw_size(self.n_splats, self.grids, bool(self.flags & _ZSTD))
+        if self.version[0] != VERSION_1[0] and self.mode == q.MODE_QUANT:
+            return _quantized_raw_size(self.n_splats, self.grids, self.zstd, self.version)
         return self.n_splats * sum(q.column_widths(self.mode, self.codings))
 
     def describe(self, file_size: int | None = None) -> dict:
@@ -135,7 +151,7 @@ class Header:
             "precision": self.precision,
             "payload_bytes": self.data_length,
         }
-        if self.version[0] == 2:
+        if self.version[0] != VERSION_1[0]:
             out["dictionary_id"] = self.dictionary_id or None
             if self.grids:
                 out["grids"] = dataclasses.asdict(self.grids)
@@ -225,8 +241,8 @@ def dumps(splats: Splats, *, precision: str = "fp16",
     `gscodec.quantize.parse_precision`). ``metadata``: optional string
     key/value pairs. ``dictionary``: a zstd dictionary from `train_dictionary`
     (the file then records its id and needs it to decode, unless a raw
-    payload or a frame without it came out no larger). ``version``: `VERSION` (2.0) or `VERSION_1`
-    (1.0, for version-1 readers; no dictionary). Lossy modes reorder the
+    payload or a frame without it came out no larger). ``version``: `VERSION` (3.0) or `VERSION_1`
+    (1.0, for version-1 readers; no dictionary; version 2.0 is read only). Lossy modes reorder the
     splats (Morton order); `loads` of the result gives the exact splats.
     """
     if not isinstance(splats, Splats):
@@ -236,11 +252,11 @@ def dumps(splats: Splats, *, precision: str = "fp16",
     meta = b"" if metadata is None else _encode_meta(metadata)  # errors before any work
     if version == VERSION_1:
         if dictionary is not None:
-            raise ValueError("dictionary needs version 2; version 1.0 files have none")
+            raise ValueError("dictionary needs version 3; version 1.0 files have none")
         return _dumps_v1(splats, precision, meta)
     if version != VERSION:
         raise ValueError(f"version must be {VERSION} or {VERSION_1}, got {version!r}")
-    return _dumps_v2(splats, q.parse_precision(precision), meta,
+    return _dumps_v3(splats, q.parse_precision(precision), meta,
                      None if dictionary is None else _as_dictionary(dictionary))
 
 
@@ -251,19 +267,23 @@ def _dumps_v1(splats: Splats, precision: str, meta: bytes) -> bytes:
         head += _FIELD_DESC.pack(c.bits, c.transform, c.lo, c.hi)
     payload = _compress([p for a, w in zip(cols.arrays, cols.widths)
                          for p in _byte_planes(a, w)])
-    out = [MAGIC, bytes(VERSION_1), _chunk(b"HEAD", head)]
+    out = [SIGNATURE_V1, bytes(VERSION_1), _chunk(b"HEAD", head)]
     if meta:
         out.append(_chunk(b"meta", meta))
     out += [_chunk(b"DATA", payload), _chunk(b"DONE", b"")]
     return b"".join(out)
 
 
-# ---------------------------------------------------------------- version 2
+# ---------------------------------------------------------------- versions 3 and 2
 
 # Flag byte: bits 0-1 mode, then what follows the fixed fields and how the
 # payload is coded; bits 5-7 are the colour predictor byte of quantized files.
-_META, _DICTIONARY, _ZSTD = 4, 8, 16
+# Version 3 moves the rare meta and dictionary bits to an extras byte (present
+# when _EXTRAS is set) to make room for "position offsets stored".
 _PREDICTOR_SHIFT = 5
+_V2_META, _V2_DICTIONARY, _V2_ZSTD = 4, 8, 16
+_EXTRAS, _ZSTD, _POSITION_OFFSETS = 4, 8, 16
+_EXTRA_META, _EXTRA_DICTIONARY = 1, 2
 _MAX_VARINT_BYTES = 10
 
 
@@ -294,15 +314,16 @@ def _pack_bits(columns: list[tuple[np.ndarray, int]]) -> bytes:
     return np.packbits(np.concatenate(parts)).tobytes() if parts else b""
 
 
-def _unpack_bits(data: bytes, offset: int, n: int,
-                 widths: list[int]) -> tuple[list[np.ndarray], int]:
-    """Inverse of `_pack_bits` (the bytes at ``offset``): the columns (uint64)
-    and the offset after them. Each value is read from the 8 bytes at its
-    first bit (widths are at most 30 bits), so memory stays O(n)."""
-    total = n * sum(widths)
+def _unpack_bits(data: bytes, offset: int, n: int, widths: list[int],
+                 first_bit: int = 0) -> tuple[list[np.ndarray], int]:
+    """Inverse of `_pack_bits` (the bytes at ``offset``, from bit
+    ``first_bit`` on): the columns (uint64) and the offset after them. Each
+    value is read from the 8 bytes at its first bit (widths are at most 30
+    bits), so memory stays O(n)."""
+    total = first_bit + n * sum(widths)
     nbytes = (total + 7) // 8
     padded = np.frombuffer(data[offset:offset + nbytes] + bytes(8), np.uint8)
-    out, start = [], 0
+    out, start = [], first_bit
     for w in widths:
         if not w:
             out.append(np.zeros(n, np.uint64))
@@ -324,12 +345,22 @@ def _morton_split(n: int, total_bits: int) -> int:
     return max(0, total_bits - n.bit_length() - 3)
 
 
-def _quantized_raw_size(n: int, grids: q.Grids | None, planes: bool) -> int:
+def _elias_fano_split(n: int, total_bits: int) -> int:
+    """Low bits per Morton code in a raw version-3 payload: the high parts
+    then take n + 2**bitlength(n) bits at most, 2-3 bits per splat."""
+    return max(0, total_bits - n.bit_length())
+
+
+def _quantized_raw_size(n: int, grids: q.Grids | None, planes: bool,
+                        version: tuple[int, int]) -> int:
     if grids is None:
         return 0
     total = grids.widths[0] + grids.widths[1]
     if not planes:
-        return (n * (total + sum(grids.widths[2:])) + 7) // 8
+        if version == VERSION_2:
+            return (n * (total + sum(grids.widths[2:])) + 7) // 8
+        low = _elias_fano_split(n, total)
+        return (n + (1 << (total - low)) + n * (low + sum(grids.widths[2:])) + 7) // 8
     low = _morton_split(n, total)
     return (n * (-(-(total - low) // 8)) + (n * low + 7) // 8
             + n * sum(-(-w // 8) for w in grids.widths[2:]))
@@ -337,7 +368,8 @@ def _quantized_raw_size(n: int, grids: q.Grids | None, planes: bool) -> int:
 
 def _quantized_layouts(cols: q.GridColumns) -> tuple[list[bytes], bytes]:
     """The payload as zstd's planes (Morton difference high bytes, their low
-    bits packed, then each code's byte planes) and as raw packed bits."""
+    bits packed, then each code's byte planes) and as raw packed bits
+    (version 3: the Morton codes Elias-Fano coded, then the codes)."""
     g, n = cols.grids, len(cols.morton_deltas)
     total = g.widths[0] + g.widths[1]
     low = _morton_split(n, total)
@@ -346,15 +378,36 @@ def _quantized_layouts(cols: q.GridColumns) -> tuple[list[bytes], bytes]:
     planes.append(_pack_bits([(deltas & np.uint64((1 << low) - 1), low)]))
     for codes, w in zip(cols.codes, g.widths[2:]):
         planes += _byte_planes(codes, -(-w // 8))
-    packed = _pack_bits([(deltas, total), *zip(cols.codes, g.widths[2:])])
+    morton = np.cumsum(deltas, dtype=np.uint64)
+    split = _elias_fano_split(n, total)
+    # Elias-Fano: a bitmap with bit (m >> split) + i set for the i-th code,
+    # then the codes' low bits.
+    bitmap = np.zeros(n + (1 << (total - split)), np.uint64)
+    bitmap[(morton >> np.uint64(split)).astype(np.int64) + np.arange(n)] = 1
+    packed = _pack_bits([(bitmap, 1), (morton & np.uint64((1 << split) - 1), split),
+                         *zip(cols.codes, g.widths[2:])])
     return planes, packed
 
 
-def _quantized_columns(grids: q.Grids, n: int, raw: bytes, planes: bool) -> q.GridColumns:
+def _quantized_columns(grids: q.Grids, n: int, raw: bytes, planes: bool,
+                       version: tuple[int, int]) -> q.GridColumns:
     total = grids.widths[0] + grids.widths[1]
-    if not planes:
+    if not planes and version == VERSION_2:
         cols, _ = _unpack_bits(raw, 0, n, [total, *grids.widths[2:]])
         return q.GridColumns(grids, cols[0], tuple(c.astype(np.int64) for c in cols[1:]))
+    if not planes:
+        split = _elias_fano_split(n, total)
+        length = n + (1 << (total - split))
+        ones = np.flatnonzero(np.unpackbits(np.frombuffer(raw, np.uint8, (length + 7) // 8),
+                                            count=length))
+        if ones.size != n:
+            raise ValueError(f"the positions' Elias-Fano bitmap has {ones.size} bits set, "
+                             f"expected {n}")
+        high = (ones - np.arange(n)).astype(np.uint64)
+        cols, _ = _unpack_bits(raw, 0, n, [split, *grids.widths[2:]], first_bit=length)
+        morton = (high << np.uint64(split)) | cols[0]
+        return q.GridColumns(grids, np.diff(morton, prepend=np.uint64(0)),
+                             tuple(c.astype(np.int64) for c in cols[1:]))
     low = _morton_split(n, total)
     high, pos = _from_planes(raw, 0, n, -(-(total - low) // 8))
     (low_bits,), pos = _unpack_bits(raw, pos, n, [low])
@@ -386,20 +439,32 @@ def _as_dictionary(dictionary: object) -> zstandard.ZstdCompressionDict:
     return dictionary
 
 
-def _dumps_v2(splats: Splats, p: q.Precision, meta: bytes,
+def _offsets_v3(offsets: tuple[int, ...]) -> bytes:
+    """The stored offsets of a version-3 quantizer: the positions' only when
+    not both 0 (flag _POSITION_OFFSETS), l22's relative to l11's (one grid,
+    similar sizes)."""
+    stored = list(offsets[2:])
+    stored[2] -= offsets[2]
+    if offsets[:2] != (0, 0):
+        stored = list(offsets[:2]) + stored
+    return b"".join(_varint(_zigzag(o)) for o in stored)
+
+
+def _dumps_v3(splats: Splats, p: q.Precision, meta: bytes,
               dictionary: zstandard.ZstdCompressionDict | None) -> bytes:
     n = len(splats)
     descriptor = b""
-    predictors = 0
+    flags = p.mode
     if p.mode == q.MODE_QUANT:
         cols = q.quantize(splats, p)
         g = cols.grids
-        predictors = g.predictors
+        flags |= g.predictors << _PREDICTOR_SHIFT
         if n:
             descriptor = (bytes(g.widths[i] | g.widths[i + 1] << 4 for i in range(0, 8, 2))
-                          + bytes(g.steps)
-                          + b"".join(_varint(_zigzag(o)) for o in g.offsets))
-        planes, raw_layout = _quantized_layouts(cols)
+                          + bytes(g.steps) + _offsets_v3(g.offsets))
+            if g.offsets[:2] != (0, 0):
+                flags |= _POSITION_OFFSETS
+        planes, raw_layout = _quantized_layouts(cols) if n else ([], b"")
     else:
         fp = q.prepare(splats, p)
         planes = [pl for a, w in zip(fp.arrays, fp.widths) for pl in _byte_planes(a, w)]
@@ -411,18 +476,20 @@ def _dumps_v2(splats: Splats, p: q.Precision, meta: bytes,
         if len(plain) <= len(frame):
             frame, dictionary = plain, None
     use_zstd = n > 0 and len(frame) < len(raw_layout)
-    flags = p.mode | (predictors << _PREDICTOR_SHIFT) | (_ZSTD if use_zstd else 0)
+    extras = ((_EXTRA_DICTIONARY if use_zstd and dictionary is not None else 0)
+              | (_EXTRA_META if meta else 0))
     head = [_varint(splats.width), _varint(splats.height), _varint(n)]
-    extra = b""
-    if use_zstd and dictionary is not None:
-        flags |= _DICTIONARY
-        extra += _U32.pack(dictionary.dict_id())
+    flags |= (_ZSTD if use_zstd else 0) | (_EXTRAS if extras else 0)
+    head.append(bytes([flags]))
+    if extras:
+        head.append(bytes([extras]))
+    if extras & _EXTRA_DICTIONARY:
+        head.append(_U32.pack(dictionary.dict_id()))
     if meta:
-        flags |= _META
-        extra += _varint(len(meta)) + meta
+        head.append(_varint(len(meta)) + meta)
     if use_zstd:
         descriptor += _varint(len(frame))
-    header = MAGIC + bytes(VERSION) + b"".join(head) + bytes([flags]) + extra + descriptor
+    header = MAGIC + bytes([VERSION[0] << 4 | VERSION[1]]) + b"".join(head) + descriptor
     raw = b"".join(planes) if use_zstd else raw_layout
     crc = zlib.crc32(raw, zlib.crc32(header))
     return header + (frame if use_zstd else raw) + _U32.pack(crc)
@@ -559,15 +626,25 @@ def read_header(fp: BinaryIO, name: str = "<stream>") -> Header:
     from there. Raises `GSIError` for anything malformed.
     """
     s = _Stream(fp, name)
-    sig = s.read(len(MAGIC), "the signature")
-    if sig != MAGIC:
-        raise s.error(0, f"not a .gsi file (signature {sig!r}, expected {MAGIC!r})")
+    sig = s.read(len(MAGIC) + 1, "the signature")
+    if sig[:len(MAGIC)] != MAGIC:
+        raise s.error(0, f"not a .gsi file (signature {sig[:len(MAGIC)]!r}, expected "
+                         f"{MAGIC!r})")
+    if sig[-1] != SIGNATURE_V1[len(MAGIC)]:  # a version byte (version 3 on)
+        if sig[-1] >> 4 == VERSION[0]:
+            return _read_header_compact(s, (VERSION[0], sig[-1] & 15))
+        raise s.error(4, f"unsupported version byte 0x{sig[-1]:02x} (this reader supports "
+                         f"versions 1.0, 2.0 and 3.0)")
+    sig += s.read(len(SIGNATURE_V1) - len(sig), "the signature")
+    if sig != SIGNATURE_V1:
+        raise s.error(0, f"not a .gsi file (signature {sig!r}, expected {SIGNATURE_V1!r} "
+                         f"or {MAGIC!r} and a version byte)")
     major, minor = s.read(2, "the version")
-    if major == VERSION[0]:
-        return _read_header_v2(s, minor)
+    if major == VERSION_2[0]:
+        return _read_header_compact(s, (major, minor))
     if major != VERSION_1[0]:
         raise s.error(8, f"unsupported major version {major} (this reader supports "
-                         f"{VERSION_1[0]} and {VERSION[0]})")
+                         f"versions 1.0, 2.0 and 3.0)")
     start, kind, length = s.chunk(MAX_HEAD_BYTES)
     if kind != b"HEAD":
         raise s.error(start, f"first chunk is {kind.decode()!r}, expected 'HEAD'")
@@ -669,8 +746,8 @@ def read_payload(fp: BinaryIO, header: Header, name: str = "<stream>") -> tuple[
     `GSIError` for anything malformed.
     """
     s = _Stream(fp, name, header.data_offset)
-    if header.version[0] == VERSION[0]:
-        return _read_payload_v2(s, header)
+    if header.version[0] != VERSION_1[0]:
+        return _read_payload_compact(s, header)
     payload = s.chunk_data(header.data_offset - _CHUNK.size, b"DATA", header.data_length)
     while True:
         start, kind, length = s.chunk()
@@ -689,13 +766,13 @@ def decode_payload(header: Header, payload: bytes, name: str = "<stream>",
                    dictionary: zstandard.ZstdCompressionDict | bytes | None = None) -> Splats:
     """Decompress and decode the payload (from `read_payload`) into `Splats`.
 
-    ``dictionary``: the zstd dictionary a version-2 file names by id (see
+    ``dictionary``: the zstd dictionary a version-3 (or 2) file names by id (see
     `train_dictionary`); a file that needs one and gets none or another raises
     `GSIError`.
     """
     s = _Stream(io.BytesIO(), name, header.data_offset)
-    if header.version[0] == VERSION[0]:
-        return _decode_payload_v2(s, header, payload, dictionary)
+    if header.version[0] != VERSION_1[0]:
+        return _decode_payload_compact(s, header, payload, dictionary)
     raw = _decompress(s, header, payload)
     try:
         return q.restore(_columns(header, raw), header.width, header.height)
@@ -725,11 +802,11 @@ def read_file(path: str | os.PathLike,
     return decode_payload(header, payload, str(path), dictionary)
 
 
-# ---------------------------------------------------------------- reading version 2
+# ---------------------------------------------------------------- reading versions 3 and 2
 
 
 class _HeadReader:
-    """Reads a version-2 header from a stream, keeping its bytes for the CRC."""
+    """Reads a version-3 or 2 header from a stream, keeping its bytes for the CRC."""
 
     def __init__(self, s: _Stream, start: bytes) -> None:
         self.s = s
@@ -757,34 +834,54 @@ class _HeadReader:
                                f"{_MAX_VARINT_BYTES} bytes")
 
 
-def _read_header_v2(s: _Stream, minor: int) -> Header:
-    if minor != VERSION[1]:
-        raise s.error(9, f"unsupported version 2.{minor} (this reader supports 2.0)")
-    h = _HeadReader(s, MAGIC + bytes(VERSION))
+def _read_header_compact(s: _Stream, version: tuple[int, int]) -> Header:
+    """The header of a version-3 or version-2 file (after the version)."""
+    v3 = version[0] == VERSION[0]
+    supported = VERSION if v3 else VERSION_2
+    if version != supported:
+        raise s.error(4 if v3 else 9, f"unsupported version {version[0]}.{version[1]} (this "
+                                      f"reader supports {supported[0]}.{supported[1]})")
+    start = MAGIC + bytes([version[0] << 4 | version[1]]) if v3 else \
+        SIGNATURE_V1 + bytes(version)
+    h = _HeadReader(s, start)
     width = h.varint("width", 65535)
     height = h.varint("height", 65535)
     if width == 0 or height == 0:
-        raise s.error(10, f"header: reference size {width}x{height} is empty")
+        raise s.error(len(start), f"header: reference size {width}x{height} is empty")
     n = h.varint("splat count", MAX_SPLATS)
     at = s.offset
     (flags,) = h.read(1, "the flags")
     mode = flags & 3
     if mode not in q.MODE_NAMES:
         raise s.error(at, f"header: unknown precision mode {mode}")
+    if v3:
+        zstd, position_offsets = bool(flags & _ZSTD), bool(flags & _POSITION_OFFSETS)
+        extras = 0
+        if flags & _EXTRAS:
+            (extras,) = h.read(1, "the extras byte")
+            if not extras or extras & ~(_EXTRA_META | _EXTRA_DICTIONARY):
+                raise s.error(at + 1, f"header: invalid extras byte 0x{extras:02x}")
+        meta, dictionary = bool(extras & _EXTRA_META), bool(extras & _EXTRA_DICTIONARY)
+    else:
+        zstd, position_offsets = bool(flags & _V2_ZSTD), True
+        meta, dictionary = bool(flags & _V2_META), bool(flags & _V2_DICTIONARY)
     if mode != q.MODE_QUANT and flags >> _PREDICTOR_SHIFT:
         raise s.error(at, f"header: flags 0x{flags:02x}: predictors in a {q.MODE_NAMES[mode]} "
                           "file")
-    if flags & _DICTIONARY and not flags & _ZSTD:
+    if dictionary and not zstd:
         raise s.error(at, f"header: flags 0x{flags:02x}: a dictionary without zstd")
-    if (flags & _ZSTD) and n == 0:
+    if zstd and n == 0:
         raise s.error(at, f"header: flags 0x{flags:02x}: zstd payload for no splats")
+    if v3 and flags & _POSITION_OFFSETS and not (mode == q.MODE_QUANT and n):
+        raise s.error(at, f"header: flags 0x{flags:02x}: position offsets without quantized "
+                          "splats")
     dictionary_id = 0
-    if flags & _DICTIONARY:
+    if dictionary:
         (dictionary_id,) = _U32.unpack(h.read(4, "the dictionary id"))
         if not dictionary_id:
             raise s.error(s.offset - 4, "header: dictionary id 0")
     metadata: dict[str, str] = {}
-    if flags & _META:
+    if meta:
         length = h.varint("metadata length", MAX_META_BYTES)
         start = s.offset - _CHUNK.size  # _parse_meta reports offsets past a chunk header
         metadata = _parse_meta(s, start, h.read(length, "the metadata"))
@@ -794,9 +891,16 @@ def _read_header_v2(s: _Stream, minor: int) -> Header:
         widths = tuple(w for b in h.read(4, "the code widths") for w in (b & 15, b >> 4))
         steps = tuple(h.read(4, "the steps"))
         offsets = []
-        for field_name in FIELDS:
-            z = h.varint(f"offset of {field_name}", 2 * q.MAX_OFFSET - 1)
-            offsets.append(_unzigzag(z))
+        for i, field_name in enumerate(FIELDS):
+            if i < 2 and not position_offsets:
+                offsets.append(0)
+                continue
+            relative = v3 and field_name == "l22"  # to l11's, version 3
+            z = h.varint(f"offset of {field_name}", (4 if relative else 2) * q.MAX_OFFSET - 1)
+            offsets.append(_unzigzag(z) + (offsets[2] if relative else 0))
+            if not -q.MAX_OFFSET <= offsets[-1] < q.MAX_OFFSET:
+                raise s.error(at, f"header: offset of {field_name} {offsets[-1]} exceeds the "
+                                  f"limit of 2**40")
         predictors = flags >> _PREDICTOR_SHIFT
         try:
             q.predictor_sources(predictors)
@@ -805,29 +909,29 @@ def _read_header_v2(s: _Stream, minor: int) -> Header:
         grids = q.Grids(widths, steps, predictors, tuple(offsets))
     elif flags >> _PREDICTOR_SHIFT:
         raise s.error(at, f"header: flags 0x{flags:02x}: predictors without splats")
-    header = Header(VERSION, width, height, n, mode, (), metadata, 0, 0, grids, flags,
+    header = Header(version, width, height, n, mode, (), metadata, 0, 0, grids, flags, zstd,
                     dictionary_id)
     raw = header.raw_size
     length = raw
-    if flags & _ZSTD:  # above zstd's worst case
+    if zstd:  # above zstd's worst case
         length = h.varint("payload length", raw + raw // 64 + 1024)
     return dataclasses.replace(header, data_offset=s.offset, data_length=length,
                                crc_seed=zlib.crc32(bytes(h.data)))
 
 
-def _read_payload_v2(s: _Stream, header: Header) -> tuple[bytes, int]:
+def _read_payload_compact(s: _Stream, header: Header) -> tuple[bytes, int]:
     payload = s.read(header.data_length + 4, "the payload and its CRC")
     if s.fp.read(1):
         raise s.error(s.offset, "data after the CRC (the end of the file)")
     return payload, s.offset
 
 
-def _decode_payload_v2(s: _Stream, header: Header, payload: bytes,
+def _decode_payload_compact(s: _Stream, header: Header, payload: bytes,
                        dictionary: zstandard.ZstdCompressionDict | bytes | None) -> Splats:
     at = header.data_offset
     data, (stored,) = payload[:-4], _U32.unpack(payload[-4:])
     zdict = None
-    if header.flags & _DICTIONARY:
+    if header.dictionary_id:
         if dictionary is None:
             raise s.error(at, f"payload needs the zstd dictionary with id "
                               f"{header.dictionary_id}; none was given")
@@ -835,7 +939,7 @@ def _decode_payload_v2(s: _Stream, header: Header, payload: bytes,
         if zdict.dict_id() != header.dictionary_id:
             raise s.error(at, f"payload needs the zstd dictionary with id "
                               f"{header.dictionary_id}, got id {zdict.dict_id()}")
-    raw = _decompress(s, header, data, zdict) if header.flags & _ZSTD else data
+    raw = _decompress(s, header, data, zdict) if header.zstd else data
     computed = zlib.crc32(raw, header.crc_seed)
     if stored != computed:
         hint = " (or the wrong dictionary)" if zdict is not None else ""
@@ -846,8 +950,8 @@ def _decode_payload_v2(s: _Stream, header: Header, payload: bytes,
             if header.grids is None:
                 return Splats.from_array(np.zeros((0, 8), np.float32), header.width,
                                          header.height)
-            cols = _quantized_columns(header.grids, header.n_splats, raw,
-                                      bool(header.flags & _ZSTD))
+            cols = _quantized_columns(header.grids, header.n_splats, raw, header.zstd,
+                                      header.version)
             return q.dequantize(cols, header.width, header.height)
         return q.restore(_columns(header, raw), header.width, header.height)
     except ValueError as e:
@@ -856,7 +960,7 @@ def _decode_payload_v2(s: _Stream, header: Header, payload: bytes,
 
 def train_dictionary(files: Iterable[bytes], size: int = 16384) -> zstandard.ZstdCompressionDict:
     """Train a zstd dictionary of about ``size`` bytes on the payloads of
-    ``files`` (the bytes of version-2 .gsi files written without one, e.g. a
+    ``files`` (the bytes of version-3 .gsi files written without one, e.g. a
     sample of a data set's first shard). Pass it to `dumps` and, to decode,
     to `loads` / `gscodec.open`; store it once next to the files it serves.
     Raises ValueError when the sample is too small to train on.
@@ -865,17 +969,17 @@ def train_dictionary(files: Iterable[bytes], size: int = 16384) -> zstandard.Zst
     for data in files:
         fp = io.BytesIO(data)
         header = read_header(fp, "<sample>")
-        if header.version != VERSION or header.flags & _DICTIONARY:
-            raise ValueError("train_dictionary needs version-2 files written without a "
+        if header.version != VERSION or header.dictionary_id:
+            raise ValueError("train_dictionary needs version-3 files written without a "
                              "dictionary")
         if not header.n_splats:
             continue
         payload, _ = read_payload(fp, header, "<sample>")
         raw = payload[:-4]
-        if header.flags & _ZSTD:
+        if header.zstd:
             raw = _decompress(_Stream(io.BytesIO(), "<sample>"), header, raw)
         elif header.mode == q.MODE_QUANT:  # raw bits: what zstd would have seen
-            cols = _quantized_columns(header.grids, header.n_splats, raw, planes=False)
+            cols = _quantized_columns(header.grids, header.n_splats, raw, False, VERSION)
             raw = b"".join(_quantized_layouts(cols)[0])
         samples.append(raw)
     if len(samples) < 8:

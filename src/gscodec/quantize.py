@@ -172,7 +172,7 @@ class Precision:
         """Absolute bit widths for a ``width`` x ``height`` reference size
         (version 1.0 files: whole bits only)."""
         if any(b != int(b) for b in self.bits):
-            raise ValueError(f"precision {self.name!r}: fractional bits need a version-2 file")
+            raise ValueError(f"precision {self.name!r}: fractional bits need a version-3 file")
         out = []
         for i, (b, rel) in enumerate(zip(self.bits, self.relative)):
             if rel:
@@ -191,9 +191,9 @@ def parse_precision(precision: str) -> Precision:
     ``shear`` (l21), ``color`` or single fields (``x``, ``y``, ``l11``, ...),
     bits 1..16, later entries overriding earlier ones. Position bits written
     ``+k`` are relative to the reference size (``ceil(log2(side)) + k``;
-    version 2: a grid of 1/2**k pixel); every field must be given.
+    versions 2 and 3: a grid of 1/2**k pixel); every field must be given.
     Fractional bits (``color=6.5``: a step of range / (2**6.5 - 1);
-    ``pos=+2.5``) are for version-2 files, which quantize by step.
+    ``pos=+2.5``) are for version-3 (and version-2) files, which quantize by step.
     """
     if not isinstance(precision, str):
         raise TypeError(f"precision must be a str, got {type(precision).__name__}")
@@ -379,14 +379,13 @@ def roundtrip(splats: Splats, precision: str | Precision, major: int = 2) -> Spl
 
 def estimate_bits_per_splat(precision: str | Precision, n_splats: int, width: int,
                             height: int) -> float:
-    """Rough version-2 payload bits per splat (without header and CRC), for
+    """Rough version-3 payload bits per splat (without header and CRC), for
     rate control.
 
-    Fitted to the v2 files of cached fits at q6-q10 (``benchmarks/
+    Fitted to the v3 files of cached fits at q6-q10 (``benchmarks/
     bitstream_v2.py estimate``: CIFAR-10 at 16 / 32 / 64 splats, Kodak-224 at
-    400, Kodak at 3000): the mean measured payload is 0.97-1.04 times it in
-    each set and preset (the previous, version-1.0 fit: 0.90-1.07); single
-    files 0.76-1.15 times. Rate control corrects it with the measured size.
+    400, Kodak at 3000; docs/benchmarks.md gives the measured ratios). Rate
+    control corrects it with the measured size.
     """
     p = precision if isinstance(precision, Precision) else parse_precision(precision)
     if p.mode == MODE_FP32:
@@ -395,26 +394,31 @@ def estimate_bits_per_splat(precision: str | Precision, n_splats: int, width: in
         return 97.0
     n = max(n_splats, 1)
     bits = p.resolve(width, height)
-    # Sorted positions cost about log2(grid cells / n) + 1.44 bits plus coder
-    # overhead. Below ~128 splats the payload is stored raw or zstd barely
-    # pays; above, zstd and the predictors save per field 0.5 bit per doubling
-    # of n (more splats, more alike neighbours), up to 2.5 bits (the largest
-    # measured was 2.3, at 3000). Raw bit packing bounds the estimate.
-    position = max(2.0, bits[0] + bits[1] - math.log2(n) + 4.0)
+    total = bits[0] + bits[1]
+    # zstd: sorted positions cost about log2(grid cells / n) + 1.44 bits plus
+    # coder overhead; zstd and the predictors save per field 0.5 bit per
+    # doubling of n above ~128 splats (more splats, more alike neighbours), up
+    # to 2.5 bits (the largest measured was 2.3, at 3000).
+    position = max(2.0, total - math.log2(n) + 4.0)
     saving = min(2.5, max(0.0, 0.5 * math.log2(n) - 3.5))
-    raw = 8 * ((bits[0] + bits[1] + 7) // 8 + sum((b + 7) // 8 for b in bits[2:]))
-    return min(position + sum(b - saving for b in bits[2:]), raw + 2.0)
+    zstd = position + sum(b - saving for b in bits[2:])
+    # Raw (small files): Elias-Fano positions, K + 1 + 2**(W - K) / n bits,
+    # and fixed-width codes, about 2 bits fewer in all than asked (the colour
+    # predictors narrow g and b; the step table's rounding widens others).
+    split = max(0, total - n.bit_length())
+    raw = split + 1 + 2.0 ** (total - split) / n + sum(bits[2:]) - 2.0
+    return min(zstd, raw)
 
 
-# ---------------------------------------------------------------- format v2: grids and predictors
+# ---------------------------------------------------------------- formats v2, v3: grids and predictors
 #
-# Format v2 stores every quantized field as an integer grid index v with
+# Formats v2 and v3 store every quantized field as an integer grid index v with
 # value = v * step (positions: v * step reference pixels, one step for both
 # axes). Fields that share a step (the two log sizes; the three colours) have
 # grid indices on one grid, so one can predict another exactly: g from r, b
 # from r or g. The stored code is v - offset - prediction, never negative.
 
-#: Widest v2 code of one field (a 4-bit width in the header).
+#: Widest v2 / v3 code of one field (a 4-bit width in the header).
 MAX_BITS_V2 = 15
 #: Largest magnitude of a stored offset (keeps v * step exact in binary64).
 MAX_OFFSET = 1 << 40
@@ -455,7 +459,7 @@ def predictor_sources(predictors: int) -> dict[int, int]:
 
 @dataclass(frozen=True)
 class Grids:
-    """The quantizer of a v2 quantized file (its header's descriptor).
+    """The quantizer of a v2 or v3 quantized file (its header's descriptor).
 
     ``widths``: bits of the 8 stored code columns (0..15). ``steps``: step
     bytes of the position (pixels), log size, shear and colour grids.
@@ -480,7 +484,7 @@ class Grids:
 
 @dataclass(frozen=True)
 class GridColumns:
-    """What a v2 quantized payload holds: sorted Morton code differences
+    """What a v2 or v3 quantized payload holds: sorted Morton code differences
     (uint64) and the codes (int64, non-negative) of l11, l21, l22, r, g, b.
     ``order``: stored splat i is input splat ``order[i]`` (None when read)."""
 
@@ -515,12 +519,13 @@ def _requested_step(p: Precision, group: tuple[int, ...], t: np.ndarray) -> floa
 
 
 def quantize(splats: Splats, precision: str | Precision) -> GridColumns:
-    """Quantize ``splats`` for a v2 file of a quantized ``precision``.
+    """Quantize ``splats`` for a v3 file of a quantized ``precision``.
 
     Each step group gets the step table entry nearest its requested step (see
     `_requested_step`), coarsened until every field spans at most 15 bits.
     Colours are predicted from each other where that gives fewer bits
-    (order-0 entropy of the codes).
+    (order-0 entropy of the codes). Positions keep offset 0 (nothing in the
+    header) unless one is negative or an offset narrows a code.
     """
     p = precision if isinstance(precision, Precision) else parse_precision(precision)
     if p.mode != MODE_QUANT:
@@ -554,6 +559,9 @@ def quantize(splats: Splats, precision: str | Precision) -> GridColumns:
     chosen = predictor_sources(predictors)
     stored = [index[i] - (index[chosen[i]] if i in chosen else 0) for i in range(8)]
     offsets = tuple(int(v.min()) if n else 0 for v in stored)
+    if n and all(int(v.min()) >= 0 and int(v.max()).bit_length() == int(v.max() - v.min())
+                 .bit_length() for v in stored[:2]):
+        offsets = (0, 0) + offsets[2:]  # positions from the origin: no bytes in the header
     codes = [v - o for v, o in zip(stored, offsets)]
     widths = tuple(int(c.max()).bit_length() if n else 0 for c in codes)
     morton = morton_encode(codes[0], codes[1], widths[0], widths[1])
@@ -620,7 +628,7 @@ def _spec(pos: float, scale: float, shear: float, color: float) -> str:
 
 
 def _group_rate(cols: GridColumns, group: int) -> float:
-    """Estimated bits (order-0 entropy) of one group's columns in a v2 payload."""
+    """Estimated bits (order-0 entropy) of one group's columns in a v3 zstd payload."""
     if group == 0:  # positions: packed low bits of the Morton gaps + entropy of the rest
         total = cols.grids.widths[0] + cols.grids.widths[1]
         low = max(0, total - len(cols.morton_deltas).bit_length() - 3)
@@ -636,11 +644,11 @@ def allocate(splats: Splats, psnr: float) -> str:
 
     Measures, per field group (positions, sizes, shear, colour) and per
     precision, the render's squared error with only that group quantized and
-    the group's entropy in a version-2 payload; picks one precision per group
+    the group's entropy in a version-3 payload; picks one precision per group
     on the lower convex hull of rate against error (a Lagrangian sweep) with
     the summed error within the target, checks the real render, then
     coarsens one group a notch at a time while the real render still meets
-    the target. Returns an explicit ``q:`` spec (fractional bits: version-2
+    the target. Returns an explicit ``q:`` spec (fractional bits: version-3
     files only).
     """
     from .engine import render  # the container (format.py) must not load compiled code

@@ -1,4 +1,4 @@
-"""Format version 2: round trips of every mode and size, quantization bounds,
+"""Format version 3 (and the version-2 layout it shares): round trips of every mode and size, quantization bounds,
 the compact header, crafted headers, dictionaries and per-field allocation
 (docs/format.md)."""
 
@@ -46,7 +46,7 @@ def sized_splats(draw: st.DrawFn) -> Splats:
 @given(st.one_of(splat_sets(), sized_splats()), st.sampled_from(V2_MODES))
 def test_roundtrip_every_mode_and_size(splats: Splats, precision: str) -> None:
     data = fmt.dumps(splats, precision=precision)
-    assert data[8:10] == b"\x02\x00"
+    assert data[:5] == b"\x89GSI\x30"
     out = fmt.loads(data)
     assert out == q.roundtrip(splats, precision)  # the file holds what roundtrip says
     assert (out.width, out.height, len(out)) == (splats.width, splats.height, len(splats))
@@ -90,7 +90,7 @@ def test_v1_files_are_still_written_on_request() -> None:
     assert fmt.loads(data) == q.roundtrip(s, "q7", major=1)
     with pytest.raises(ValueError, match="version must be"):
         fmt.dumps(s, version=(1, 1))
-    with pytest.raises(ValueError, match="fractional bits need a version-2 file"):
+    with pytest.raises(ValueError, match="fractional bits need a version-3 file"):
         fmt.dumps(s, precision="q:pos=+2,scale=6.5,shear=7,color=7", version=fmt.VERSION_1)
 
 
@@ -98,51 +98,62 @@ def test_v1_files_are_still_written_on_request() -> None:
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "q7"])
-def test_empty_file_is_18_bytes(precision: str) -> None:
+def test_empty_file_is_13_bytes(precision: str) -> None:
     empty = Splats.from_array(np.zeros((0, 8), np.float32), 32, 32)
     data = fmt.dumps(empty, precision=precision)
-    # signature, version, width, height, count, flags, CRC
-    assert len(data) == 8 + 2 + 1 + 1 + 1 + 1 + 4
+    # signature and version, width, height, count, flags, CRC
+    assert len(data) == 4 + 1 + 1 + 1 + 1 + 1 + 4
     assert fmt.loads(data) == empty
 
 
 def test_small_quantized_file_header() -> None:
     s = random_splats(16, 32, 32)
+    s = Splats(np.clip(s.xy, 0, 0.99), s.chol, s.rgb, 32, 32)
     data = fmt.dumps(s, precision="q7")
     h = header_of(data)
-    # 14 fixed bytes, 4 of widths, 4 of steps, 8 offsets of 1-2 bytes; CRC 4
-    assert h.data_offset + 4 <= 14 + 4 + 4 + 16 + 4
+    # 9 fixed bytes, 4 of widths, 4 of steps, 6 offsets of 1-2 bytes (positions
+    # from the origin store none); CRC 4: at most 32 bytes
+    assert h.grids.offsets[:2] == (0, 0) and not h.flags & 16
+    assert h.data_offset + 4 <= 9 + 4 + 4 + 11 + 4
     assert len(data) < len(fmt.dumps(s, precision="q7", version=fmt.VERSION_1)) - 100
-    assert not h.flags & 16  # 16 splats: raw packed bits beat a zstd frame
+    assert not h.zstd  # 16 splats: raw packed bits beat a zstd frame
+    # A splat left of the image needs the position offsets (flag 16).
+    left = Splats(s.xy - [0.2, 0], s.chol, s.rgb, 32, 32)
+    h = header_of(fmt.dumps(left, precision="q7"))
+    assert h.flags & 16 and h.grids.offsets[0] < 0
 
 
 def test_header_fields_and_info() -> None:
     s = random_splats(300, 640, 480)
     data = fmt.dumps(s, precision="q7", metadata={"source": "kodim23.png", "ключ": "значение"})
     h = header_of(data)
-    assert (h.version, h.width, h.height, h.n_splats) == ((2, 0), 640, 480, 300)
+    assert (h.version, h.width, h.height, h.n_splats) == ((3, 0), 640, 480, 300)
     assert h.metadata == {"source": "kodim23.png", "ключ": "значение"}
     assert q.step_value(h.grids.steps[0]) == 0.25  # q7: a 1/4-pixel grid
     info = h.describe(len(data))
-    assert info["version"] == "2.0" and info["payload_bytes"] == len(data) - h.data_offset - 4
+    assert info["version"] == "3.0" and info["payload_bytes"] == len(data) - h.data_offset - 4
     assert info["grids"]["steps"] == list(h.grids.steps) or info["grids"]["steps"] == h.grids.steps
     assert info["dictionary_id"] is None
 
 
 def _file(fields: bytes, payload: bytes = b"", raw: bytes | None = None) -> bytes:
-    head = fmt.MAGIC + b"\x02\x00" + fields
+    head = fmt.MAGIC + b"\x30" + fields
     raw = payload if raw is None else raw
     return head + payload + struct.pack("<I", zlib.crc32(raw, zlib.crc32(head)))
 
 
 @pytest.mark.parametrize("fields, message", [
-    (b"\x00\x05\x00\x00", "offset 10: header: reference size 0x5 is empty"),
+    (b"\x00\x05\x00\x00", "offset 5: header: reference size 0x5 is empty"),
     (b"\x80\x80\x04\x05\x00\x00", "width 65536 exceeds the limit of 65535"),
     (b"\x85\x00\x05\x00\x00", "width is not a minimal varint"),
     (b"\x05\x05\x81\x80\x40\x00", "splat count 1048577 exceeds the limit"),
     (b"\x05\x05\x00\x03", "unknown precision mode 3"),
-    (b"\x05\x05\x00\x08", "a dictionary without zstd"),
-    (b"\x05\x05\x00\x12", "zstd payload for no splats"),
+    (b"\x05\x05\x00\x04\x02", "a dictionary without zstd"),
+    (b"\x05\x05\x00\x04\x00", "invalid extras byte 0x00"),
+    (b"\x05\x05\x00\x04\x05", "invalid extras byte 0x05"),
+    (b"\x05\x05\x00\x0a", "zstd payload for no splats"),
+    (b"\x05\x05\x00\x12", "position offsets without quantized splats"),
+    (b"\x05\x05\x02\x11", "position offsets without quantized splats"),
     (b"\x05\x05\x00\x21", "predictors in a fp16 file"),
     (b"\x05\x05\x00\x22", "predictors without splats"),
     (b"\x05\x05\x01\xe2" + b"\x00" * 16, "invalid predictor byte 0x07"),
@@ -162,34 +173,55 @@ def test_crafted_payloads_are_rejected() -> None:
         fmt.loads(one + b"\x00")
     with pytest.raises(GSIError, match="file is truncated: the payload and its CRC"):
         fmt.loads(one[:-1])
-    with pytest.raises(GSIError, match="unsupported version 2.1"):
-        fmt.loads(one[:9] + b"\x01" + one[10:])
+    with pytest.raises(GSIError, match="unsupported version 3.1"):
+        fmt.loads(one[:4] + b"\x31" + one[5:])
+    with pytest.raises(GSIError, match="unsupported version byte 0x40"):
+        fmt.loads(one[:4] + b"\x40" + one[5:])
+    with pytest.raises(GSIError, match="not a .gsi file"):
+        fmt.loads(b"\x89GSI\r\n\x1a\x00" + one[8:])
     # A code over its width (byte planes of all ones) is named.
-    big = fmt.dumps(random_splats(300), precision="q7")
+    big = fmt.dumps(random_splats(3000), precision="q7")
     h = header_of(big)
-    assert h.flags & 16
+    assert h.zstd
     raw = b"\xff" * h.raw_size
     frame = zstandard.ZstdCompressor(write_content_size=True).compress(raw)
-    fields = big[10:h.data_offset - len(fmt._varint(h.data_length))]  # less the payload length
+    fields = big[5:h.data_offset - len(fmt._varint(h.data_length))]  # less the payload length
     with pytest.raises(GSIError, match="exceeds"):
         fmt.loads(_file(fields + fmt._varint(len(frame)), frame, raw))
+    # Raw payloads: the positions' Elias-Fano bitmap must hold one bit per splat.
+    small = fmt.dumps(random_splats(16), precision="q7")
+    h = header_of(small)
+    assert not h.zstd
+    with pytest.raises(GSIError, match="Elias-Fano bitmap has 0 bits set, expected 16"):
+        fmt.loads(_file(small[5:h.data_offset], bytes(h.raw_size)))
 
 
 # ---------------------------------------------------------------- dictionaries
 
 
+def palette_splats(n: int, seed: int) -> Splats:
+    """Splats whose colours and sizes come from palettes shared by every seed
+    (what a data-set dictionary can learn)."""
+    rng = np.random.default_rng(seed)
+    colours = np.random.default_rng(0).uniform(0, 1, (6, 3))
+    sizes = np.exp(np.random.default_rng(1).uniform(-4, -2, (4, 2)))
+    k, j = rng.integers(0, 6, n), rng.integers(0, 4, n)
+    chol = np.stack([sizes[j, 0], np.zeros(n), sizes[j, 1]], axis=1)
+    return Splats(rng.uniform(0, 1, (n, 2)), chol, colours[k], 32, 32)
+
+
 @pytest.fixture(scope="module")
 def dictionary():
-    return fmt.train_dictionary([fmt.dumps(random_splats(200, 32, 32, seed=i), precision="q7")
+    return fmt.train_dictionary([fmt.dumps(palette_splats(64, i), precision="q7")
                                  for i in range(40)], size=4096)
 
 
 def test_dictionary_roundtrip_and_open(dictionary, tmp_path) -> None:
-    s = random_splats(200, 32, 32, seed=999)
+    s = palette_splats(64, 999)
     plain = fmt.dumps(s, precision="q7")
     data = fmt.dumps(s, precision="q7", dictionary=dictionary)
     h = header_of(data)
-    assert h.dictionary_id == dictionary.dict_id() and h.flags & 8
+    assert h.dictionary_id == dictionary.dict_id() and h.flags & 4
     assert len(data) < len(plain)
     assert fmt.loads(data, dictionary=dictionary) == fmt.loads(plain)
     path = tmp_path / "d.gsi"
@@ -205,25 +237,25 @@ def test_dictionary_roundtrip_and_open(dictionary, tmp_path) -> None:
 def test_dictionary_api_misuse(dictionary) -> None:
     with pytest.raises(TypeError, match="dictionary must be"):
         fmt.dumps(random_splats(3), precision="q7", dictionary="no")
-    with pytest.raises(ValueError, match="needs version 2"):
+    with pytest.raises(ValueError, match="needs version 3"):
         fmt.dumps(random_splats(3), precision="q7", dictionary=dictionary,
                   version=fmt.VERSION_1)
     with pytest.raises(ValueError, match="at least 8 files"):
         fmt.train_dictionary([fmt.dumps(random_splats(3), precision="q7")])
-    with pytest.raises(ValueError, match="version-2 files written without"):
+    with pytest.raises(ValueError, match="version-3 files written without"):
         fmt.train_dictionary([fmt.dumps(random_splats(3), precision="q7", version=fmt.VERSION_1)])
 
 
 def test_file_that_gains_nothing_from_the_dictionary_stays_self_contained(dictionary) -> None:
     one = random_splats(1, 32, 32)
     data = fmt.dumps(one, precision="q7", dictionary=dictionary)
-    assert not header_of(data).flags & 8
+    assert not header_of(data).dictionary_id
     assert fmt.loads(data) == q.roundtrip(one, "q7")
 
 
 def test_a_dictionary_never_makes_a_file_larger() -> None:
     # Trained on other files (fp16): for q7 payloads its tables are a poor fit,
-    # and the writer then keeps zstd's own (flags bit 3 clear).
+    # and the writer then keeps zstd's own (no dictionary id).
     other = fmt.train_dictionary([fmt.dumps(random_splats(50, 16, 16, seed=i), precision="fp16")
                                   for i in range(20)], size=2048)
     for n in (20, 300, 2000):
