@@ -109,7 +109,6 @@ class Fitter {
     l2_loss_and_grad(render_.data(), target_.data(), 3 * plane_, grad_image_.data(), parallel_);
   }
 
-  int initial_count() const { return opts_.n_splats - densify_held(opts_); }
   SplatState state() { return {params_, m_, v_, age_}; }
 
  private:
@@ -458,7 +457,6 @@ class FitterPhases final : public FitPhases {
       fitters_[i] = std::make_unique<Fitter>(images_[i], opts_, team);
     });
   }
-  int initial_count() const override { return fitters_.front()->initial_count(); }
   void begin() override {
     for_each_image(images_, opts_, [&](int i, bool) { fitters_[i]->begin(); });
   }

@@ -45,7 +45,6 @@ struct SplatState {
 class FitPhases {
  public:
   virtual ~FitPhases() = default;
-  virtual int initial_count() const = 0;  // splats begin() places per image
   virtual void begin() = 0;               // init, fresh Adam state, first colour solve
   virtual bool due(int it) const = 0;     // whether between(it) has work
   // renders[i]: image i's render (H x W x 3 floats) at step it, before its update.
