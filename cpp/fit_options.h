@@ -14,7 +14,7 @@
 namespace gs {
 
 // kGrid: the paper's §4.3; kRandom: the ablation's baseline; kContent: centres
-// drawn from the image's gradient energy (CPU backend only, see engine.py).
+// drawn from the image's gradient energy.
 enum class InitMode : int { kGrid = 0, kRandom = 1, kContent = 2 };
 
 struct FitOptions {
@@ -34,7 +34,7 @@ struct FitOptions {
   // run, splats whose luminance(|colour|) < prune_threshold are removed.
   float prune_threshold = 0.0f;
   int prune_every = 100;
-  // The CPU backend's encoder v2 (engine.py refuses them on CUDA):
+  // Encoder v2 (cpu/fit.cpp; the CUDA fit runs these steps on the host):
   // densification holds densify_fraction of n_splats back and adds it in
   // densify_rounds rounds where the residual is largest; each round also moves
   // the weakest respawn_fraction of the splats there.
@@ -74,6 +74,14 @@ inline float lr_scale(int it, const FitOptions& o) {
 inline bool prune_due(int it, const FitOptions& o) {
   return o.prune_threshold > 0.f && o.prune_every > 0 && it % o.prune_every == 0 &&
          4 * it >= o.iterations && 4 * it <= 3 * o.iterations;
+}
+
+// Splats densification adds over the run, held back from the init (none when
+// no round runs); the init places n_splats minus these.
+inline int densify_held(const FitOptions& o) {
+  return o.iterations > 0 && o.densify_rounds > 0
+             ? std::min(o.n_splats - 1, int(std::lround(o.densify_fraction * o.n_splats)))
+             : 0;
 }
 
 // Densification round r (1-based) of the run falls on this iteration: the rounds

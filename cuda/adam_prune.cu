@@ -1,5 +1,5 @@
 // The optimizer side of the fit, on the device: fused chain rule + L1 colour
-// penalty + Adam + clamps (one thread per splat), luminance-aware pruning with
+// penalty + Adam with per-splat bias correction + clamps (one thread per splat), luminance-aware pruning with
 // in-place stable compaction (one block per image), and the export of the
 // result. The CPU twin is Fitter::step / maybe_prune / result in cpu/fit.cpp;
 // the arithmetic below follows it line by line.
@@ -20,7 +20,7 @@ __device__ __forceinline__ float clampf(float v, float lo, float hi) {
 
 __global__ void __launch_bounds__(kThreads)
 adam_kernel(float* __restrict__ params, float* __restrict__ m, float* __restrict__ v,
-            const float* __restrict__ grad, BatchView batch, AdamStep st) {
+            int* __restrict__ age, const float* __restrict__ grad, BatchView batch, AdamStep st) {
   ThreadSlot t;
   if (!thread_slot(batch, &t)) return;
   const int n = batch.n_active[t.image];
@@ -46,13 +46,16 @@ adam_kernel(float* __restrict__ params, float* __restrict__ m, float* __restrict
   const float lr[kParamsPerSplat] = {st.lr_position,   st.lr_position,   st.lr_covariance,
                                      st.lr_covariance, st.lr_covariance, st.lr_color,
                                      st.lr_color,      st.lr_color};
+  // Bias correction by the splat's own age (densification adds fresh splats).
+  const int steps = ++age[s];
+  const float c1 = 1.f - powf(kAdamBeta1, float(steps)), c2 = 1.f - powf(kAdamBeta2, float(steps));
 #pragma unroll
   for (int k = 0; k < kParamsPerSplat; ++k) {
     const float mk = kAdamBeta1 * ms[k] + (1.f - kAdamBeta1) * g[k];
     const float vk = kAdamBeta2 * vs[k] + (1.f - kAdamBeta2) * g[k] * g[k];
     ms[k] = mk;
     vs[k] = vk;
-    p[k] -= lr[k] * (mk / st.c1) / (sqrtf(vk / st.c2) + kAdamEps);
+    p[k] -= lr[k] * (mk / c1) / (sqrtf(vk / c2) + kAdamEps);
   }
   p[kX] = clampf(p[kX], 0.f, d.x_max);
   p[kY] = clampf(p[kY], 0.f, d.y_max);
@@ -65,7 +68,7 @@ adam_kernel(float* __restrict__ params, float* __restrict__ m, float* __restrict
 // a survivor moves to a slot at or below its own, so in-place is safe.
 __global__ void __launch_bounds__(kThreads)
 prune_kernel(float* __restrict__ params, float* __restrict__ m, float* __restrict__ v,
-             BatchView batch, float threshold) {
+             int* __restrict__ age, BatchView batch, float threshold) {
   using Scan = cub::BlockScan<int, kThreads>;
   __shared__ typename Scan::TempStorage scan_tmp;
   const int b = blockIdx.x;
@@ -75,8 +78,10 @@ prune_kernel(float* __restrict__ params, float* __restrict__ m, float* __restric
   for (int c = 0; c < n; c += kThreads) {
     const int i = c + threadIdx.x;
     float4 row[3][2];
+    int steps = 0;
     bool keep = false;
     if (i < n) {
+      steps = age[base + i];
       const size_t at = size_t(base + i) * kParamsPerSplat;
       const float* arrays[3] = {params, m, v};
 #pragma unroll
@@ -98,6 +103,7 @@ prune_kernel(float* __restrict__ params, float* __restrict__ m, float* __restric
         reinterpret_cast<float4*>(arrays[a] + at)[0] = row[a][0];
         reinterpret_cast<float4*>(arrays[a] + at)[1] = row[a][1];
       }
+      age[base + kept + rank] = steps;
     }
     kept += total;
     __syncthreads();  // scan_tmp is reused
@@ -123,17 +129,18 @@ pack_rgb_kernel(const unsigned char* __restrict__ rgb, long long n, uchar4* __re
 
 }  // namespace
 
-void launch_adam(float* params, float* m, float* v, const float* grad, const BatchView& batch,
+void launch_adam(float* params, float* m, float* v, int* age, const float* grad, const BatchView& batch,
                  const AdamStep& step, cudaStream_t s) {
   if (batch.n_slots == 0) return;
-  adam_kernel<<<blocks_for(batch.n_slots, kThreads), kThreads, 0, s>>>(params, m, v, grad, batch, step);
+  adam_kernel<<<blocks_for(batch.n_slots, kThreads), kThreads, 0, s>>>(params, m, v, age, grad, batch, step);
   GS_CUDA_LAUNCHED();
 }
 
-void launch_prune(float* params, float* m, float* v, const BatchView& batch, float threshold,
+void launch_prune(float* params, float* m, float* v, int* age, const BatchView& batch, float threshold,
                   cudaStream_t s) {
   if (batch.n_images == 0) return;
-  prune_kernel<<<static_cast<unsigned int>(batch.n_images), kThreads, 0, s>>>(params, m, v, batch, threshold);
+  prune_kernel<<<static_cast<unsigned int>(batch.n_images), kThreads, 0, s>>>(params, m, v, age, batch,
+                                                                              threshold);
   GS_CUDA_LAUNCHED();
 }
 

@@ -51,8 +51,9 @@ std::vector<float> fit_grad_px(const float* params, int n, int width, int height
 // Tile lists after sorting: offsets (n_tiles + 1) and slot ids.
 std::pair<std::vector<long long>, std::vector<int>> bin_tiles_px(const float* params, int n, int width,
                                                                  int height);
-// Pruning of B images x N slots, n_active[b] live: compacts in place.
-void prune(float* params, float* m, float* v, int n_images, int n_slots_per_image,
+// Pruning of B images x N slots, n_active[b] live: compacts params, m, v (B x N x 8)
+// and age (B x N) in place.
+void prune(float* params, float* m, float* v, int* age, int n_images, int n_slots_per_image,
            std::vector<int>& n_active, float threshold);
 
 }  // namespace gs::gpu

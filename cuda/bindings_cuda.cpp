@@ -136,12 +136,14 @@ py::tuple cpu_bin_tiles_hook(const CArray<float>& params, int width, int height)
 }
 
 py::tuple prune_hook(const CArray<float>& params, const CArray<float>& m, const CArray<float>& v,
-                     std::vector<int> n_active, float threshold) {
+                     const CArray<int>& age, std::vector<int> n_active, float threshold) {
   if (params.ndim() != 3 || params.shape(2) != kParamsPerSplat)
     throw std::invalid_argument("params must have shape (B, N, 8)");
   for (const CArray<float>* a : {&m, &v})
     if (a->ndim() != 3 || a->shape(0) != params.shape(0) || a->shape(1) != params.shape(1) || a->shape(2) != kParamsPerSplat)
       throw std::invalid_argument("m and v must have the shape of params");
+  if (age.ndim() != 2 || age.shape(0) != params.shape(0) || age.shape(1) != params.shape(1))
+    throw std::invalid_argument("age must have shape (B, N)");
   // Fresh copies: the hook returns new arrays and leaves its inputs alone.
   CArray<float> po(std::vector<py::ssize_t>{params.shape(0), params.shape(1), params.shape(2)});
   CArray<float> mo(std::vector<py::ssize_t>{params.shape(0), params.shape(1), params.shape(2)});
@@ -149,12 +151,14 @@ py::tuple prune_hook(const CArray<float>& params, const CArray<float>& m, const 
   std::copy_n(params.data(), params.size(), po.mutable_data());
   std::copy_n(m.data(), m.size(), mo.mutable_data());
   std::copy_n(v.data(), v.size(), vo.mutable_data());
+  CArray<int> ao(std::vector<py::ssize_t>{age.shape(0), age.shape(1)});
+  std::copy_n(age.data(), age.size(), ao.mutable_data());
   {
     py::gil_scoped_release release;
-    gs::gpu::prune(po.mutable_data(), mo.mutable_data(), vo.mutable_data(), static_cast<int>(params.shape(0)),
-                   static_cast<int>(params.shape(1)), n_active, threshold);
+    gs::gpu::prune(po.mutable_data(), mo.mutable_data(), vo.mutable_data(), ao.mutable_data(),
+                   static_cast<int>(params.shape(0)), static_cast<int>(params.shape(1)), n_active, threshold);
   }
-  return py::make_tuple(po, mo, vo, n_active);
+  return py::make_tuple(po, mo, vo, ao, n_active);
 }
 
 }  // namespace
@@ -185,8 +189,8 @@ void register_bindings(py::module_& m) {
         py::arg("target"), py::arg("force_direct") = false);
   m.def("_cuda_bin_tiles_px", &bin_tiles_hook);
   m.def("_cpu_bin_tiles_px", &cpu_bin_tiles_hook);
-  m.def("_cuda_prune", &prune_hook, py::arg("params"), py::arg("m"), py::arg("v"), py::arg("n_active"),
-        py::arg("threshold"));
+  m.def("_cuda_prune", &prune_hook, py::arg("params"), py::arg("m"), py::arg("v"), py::arg("age"),
+        py::arg("n_active"), py::arg("threshold"));
   m.def("_cuda_plan_chunks", &plan_chunks, py::arg("bytes"), py::arg("counts"), py::arg("budget"),
         py::arg("max_count"));
 }

@@ -8,15 +8,24 @@
 // renders in direct mode meanwhile, so results never depend on it). Syncs
 // happen at init (sizing) and at the end (results).
 //
+// Encoder v2's steps between phases (content init, densification rounds,
+// colour solves) run on the host, once per phase, as the CPU fit's own code
+// (cpu::FitPhases): at a phase the state comes back (one sync), the host steps
+// every image, and the state goes up again. Only the paper's fit (grid or
+// random init, no densification, no colour solve) never leaves the device.
+//
 // The CPU twin is cpu/fit.cpp's Fitter; constants and schedules below follow it.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <stdexcept>
+#include <vector>
 
 #include "backend.h"
+#include "cpu/fit.h"
 #include "grid_shape.h"
 #include "kernels.cuh"
 #include "plan.h"
@@ -55,6 +64,12 @@ class PinnedRing {
   }
 };
 
+// Whether a fit has steps between phases that run on the host (else the
+// paper's fit, wholly on the device).
+bool has_host_phases(const FitOptions& o) {
+  return o.init == InitMode::kContent || o.color_solve || densify_held(o) > 0;
+}
+
 class BatchFit {
  public:
   BatchFit(const std::vector<ImageView>& images, const FitOptions& opts, size_t free_bytes)
@@ -72,19 +87,21 @@ class BatchFit {
     v_.allocate(rows, stream_);
     grad_.allocate(rows, stream_);
     splats_.allocate(batch_.n_slots, stream_);
+    age_.allocate(batch_.n_slots, stream_);
     m_.zero(stream_);
     v_.zero(stream_);
+    age_.zero(stream_);
     unsigned long long pairs = 0;
-    if (opts_.init == InitMode::kGrid) pairs = init_grid();
+    if (has_host_phases(opts_)) pairs = init_on_host();
+    else if (opts_.init == InitMode::kGrid) pairs = init_grid();
     else pairs = init_random();
-    // The loop's lists start with room for twice the init's pairs.
-    // GSCODEC_CUDA_LIST_CAPACITY overrides it, for the tests of the overflow
-    // path (direct mode, then growth).
-    unsigned long long capacity = std::min(pair_budget_, std::max(2 * pairs, pairs + (1ull << 16)));
-    if (const char* forced = std::getenv("GSCODEC_CUDA_LIST_CAPACITY"))
-      capacity = std::strtoull(forced, nullptr, 10);
-    bins_.reserve(capacity, stream_);
+    reserve_lists(pairs);
     for (int it = 1; it <= opts_.iterations; ++it) iterate(it);
+    if (phases_) {
+      download_state();
+      phases_->end();
+      upload_state();
+    }
     return finish();
   }
 
@@ -121,6 +138,102 @@ class BatchFit {
     DeviceBuffer<float> cov(batch_.n_pixels, stream_);
     launch_render_forward(Output::kPlane0F32, batch_.view(), splats_.get(), lists, cov.get(), nullptr, stream_);
     return cov;
+  }
+
+  // The loop's lists get room for twice the pairs of the live splats.
+  // GSCODEC_CUDA_LIST_CAPACITY overrides it, for the tests of the overflow
+  // path (direct mode, then growth).
+  void reserve_lists(unsigned long long pairs) {
+    unsigned long long capacity = std::min(pair_budget_, std::max(2 * pairs, pairs + (1ull << 16)));
+    if (const char* forced = std::getenv("GSCODEC_CUDA_LIST_CAPACITY"))
+      capacity = std::strtoull(forced, nullptr, 10);
+    bins_.reserve(capacity, stream_);
+  }
+
+  // Splat-tile pairs of the live splats (a sync).
+  unsigned long long count_pairs() {
+    unsigned long long pairs = 0;
+    bin_exact_sorted(Units::kFit, params_.get(), batch_.view(), splats_.get(), bins_, pair_budget_,
+                     stream_, &pairs);
+    return pairs;
+  }
+
+  // Encoder v2's start, by the CPU fit's code: init and the first colour solve.
+  unsigned long long init_on_host() {
+    phases_ = cpu::fit_phases(images_, opts_);
+    phases_->begin();
+    render_.allocate(size_t(3) * batch_.n_pixels, stream_);
+    upload_state();
+    return count_pairs();
+  }
+
+  // The live splats' state of every image, device -> host phases (a sync).
+  void download_state() {
+    const size_t rows = size_t(batch_.n_slots) * kParamsPerSplat;
+    const int B = static_cast<int>(images_.size());
+    host_params_.resize(rows);
+    host_m_.resize(rows);
+    host_v_.resize(rows);
+    host_age_.resize(batch_.n_slots);
+    host_active_.resize(B);
+    params_.download(host_params_.data(), rows, stream_);
+    m_.download(host_m_.data(), rows, stream_);
+    v_.download(host_v_.data(), rows, stream_);
+    age_.download(host_age_.data(), batch_.n_slots, stream_);
+    batch_.n_active.download(host_active_.data(), B, stream_);
+    stream_.sync();
+    for (int b = 0; b < B; ++b) {
+      const cpu::SplatState st = phases_->state(b);
+      const size_t first = size_t(batch_.host[b].splat_off), n = size_t(host_active_[b]);
+      const auto rows_of = [&](const std::vector<float>& all, std::vector<float>& out) {
+        out.assign(all.begin() + first * kParamsPerSplat, all.begin() + (first + n) * kParamsPerSplat);
+      };
+      rows_of(host_params_, st.params);
+      rows_of(host_m_, st.m);
+      rows_of(host_v_, st.v);
+      st.age.assign(host_age_.begin() + first, host_age_.begin() + first + n);
+    }
+  }
+
+  // Host phases -> device: every image's splats in its first slots.
+  void upload_state() {
+    const size_t rows = size_t(batch_.n_slots) * kParamsPerSplat;
+    const int B = static_cast<int>(images_.size());
+    host_params_.assign(rows, 0.f);
+    host_m_.assign(rows, 0.f);
+    host_v_.assign(rows, 0.f);
+    host_age_.assign(batch_.n_slots, 0);
+    host_active_.resize(B);
+    for (int b = 0; b < B; ++b) {
+      const cpu::SplatState st = phases_->state(b);
+      const size_t first = size_t(batch_.host[b].splat_off);
+      host_active_[b] = static_cast<int>(st.age.size());
+      if (host_active_[b] > batch_.host[b].splat_cap)
+        throw std::logic_error("a host phase left more splats than the image has slots");
+      std::copy(st.params.begin(), st.params.end(), host_params_.begin() + first * kParamsPerSplat);
+      std::copy(st.m.begin(), st.m.end(), host_m_.begin() + first * kParamsPerSplat);
+      std::copy(st.v.begin(), st.v.end(), host_v_.begin() + first * kParamsPerSplat);
+      std::copy(st.age.begin(), st.age.end(), host_age_.begin() + first);
+    }
+    // Pageable sources: each copy has read its source when it returns.
+    params_.upload(host_params_.data(), rows, stream_);
+    m_.upload(host_m_.data(), rows, stream_);
+    v_.upload(host_v_.data(), rows, stream_);
+    age_.upload(host_age_.data(), batch_.n_slots, stream_);
+    batch_.n_active.upload(host_active_.data(), B, stream_);
+  }
+
+  // After step `it` (whose render is in render_): the host's densification
+  // rounds and colour solve for every image.
+  void between_phases(int it) {
+    host_render_.resize(render_.size());
+    render_.download(host_render_.data(), host_render_.size(), stream_);
+    download_state();  // syncs, so the render is here too
+    std::vector<const float*> renders;
+    for (const ImageDesc& d : batch_.host) renders.push_back(host_render_.data() + 3 * d.pix_off);
+    phases_->between(it, renders.data());
+    upload_state();
+    reserve_lists(count_pairs());  // new and moved splats: size the lists now, not a few steps late
   }
 
   // Fitter::init_grid's grid (grid_shape.h), computed on the host.
@@ -199,17 +312,21 @@ class BatchFit {
     watch_pairs(it);
     launch_fill(view, splats_.get(), bins_, s);
     launch_fit_tiles(view, splats_.get(), bins_.lists(), target_.get(), grad_.get(), s);
+    // A phase after this step needs the render its residual comes from.
+    const bool phase = phases_ && phases_->due(it);
+    if (phase)
+      launch_render_forward(Output::kInterleavedF32, view, splats_.get(), bins_.lists(), render_.get(),
+                            nullptr, s);
     const float sc = lr_scale(it, opts_);
     AdamStep st;
     st.lr_position = opts_.lr_position * sc;
     st.lr_covariance = opts_.lr_covariance * sc;
     st.lr_color = opts_.lr_color * sc;
-    st.c1 = 1.f - std::pow(kAdamBeta1, float(it));
-    st.c2 = 1.f - std::pow(kAdamBeta2, float(it));
     st.l1_color = opts_.l1_color;
-    launch_adam(params_.get(), m_.get(), v_.get(), grad_.get(), view, st, s);
+    launch_adam(params_.get(), m_.get(), v_.get(), age_.get(), grad_.get(), view, st, s);
     if (prune_due(it, opts_))
-      launch_prune(params_.get(), m_.get(), v_.get(), view, opts_.prune_threshold, s);
+      launch_prune(params_.get(), m_.get(), v_.get(), age_.get(), view, opts_.prune_threshold, s);
+    if (phase) between_phases(it);
   }
 
   // Reads the pair total back without blocking: a copy into pinned memory and
@@ -279,14 +396,22 @@ class BatchFit {
   TileBins bins_;
   DeviceBuffer<uchar4> target_;
   DeviceBuffer<float> params_, m_, v_, grad_;
+  DeviceBuffer<int> age_;  // Adam steps each splat has taken
   DeviceBuffer<DevSplat> splats_;
+  // Encoder v2's host phases (null for the paper's fit), the render they
+  // read (H x W x 3 floats per image), and host copies of the state.
+  std::unique_ptr<cpu::FitPhases> phases_;
+  DeviceBuffer<float> render_;
+  std::vector<float> host_params_, host_m_, host_v_, host_render_;
+  std::vector<int> host_age_, host_active_;
 };
 
 // Rough device bytes one image needs during a fit (see BatchFit's buffers).
-double fit_bytes(const ImageView& img, int n) {
+double fit_bytes(const ImageView& img, int n, bool host_phases) {
   const double px = double(img.width) * img.height;
   const double tiles = double((img.width + kTileSize - 1) / kTileSize) * ((img.height + kTileSize - 1) / kTileSize);
-  return px * (4 + 4 + 3) + double(n) * (5 * 32 + sizeof(DevSplat) + 16 + 2 * 8 * 16) + tiles * 24;
+  return px * (4 + 4 + 3 + (host_phases ? 12 : 0)) +
+         double(n) * (5 * 32 + sizeof(DevSplat) + 4 + 16 + 2 * 8 * 16) + tiles * 24;
 }
 
 }  // namespace
@@ -302,7 +427,7 @@ std::vector<FitResult> fit_batch(const std::vector<ImageView>& images, const Fit
   std::vector<double> bytes;
   std::vector<long long> slots;
   for (const ImageView& img : images) {
-    bytes.push_back(fit_bytes(img, opts.n_splats));
+    bytes.push_back(fit_bytes(img, opts.n_splats, has_host_phases(opts)));
     slots.push_back(opts.n_splats);
   }
   // Slot indices are 32-bit; pixels per chunk stay well inside it too.

@@ -98,14 +98,15 @@ void launch_backward_from_image(const BatchView& batch, const DevSplat* splats, 
 
 struct AdamStep {
   float lr_position, lr_covariance, lr_color;  // already scaled by the schedule
-  float c1, c2;                                // bias corrections 1 - beta^t
   float l1_color;
 };
-void launch_adam(float* params, float* m, float* v, const float* grad, const BatchView& batch,
+// age (n_slots): the Adam steps each splat has taken, incremented here; the
+// bias correction is 1 - beta^age.
+void launch_adam(float* params, float* m, float* v, int* age, const float* grad, const BatchView& batch,
                  const AdamStep& step, cudaStream_t s);
 // Luminance-aware pruning: per image, a stable in-place compaction of the live
-// slots of params, m and v; n_active shrinks (never below 1).
-void launch_prune(float* params, float* m, float* v, const BatchView& batch, float threshold,
+// slots of params, m, v and age; n_active shrinks (never below 1).
+void launch_prune(float* params, float* m, float* v, int* age, const BatchView& batch, float threshold,
                   cudaStream_t s);
 // Optimizer units -> normalized rows (the Splats layout), live slots only.
 void launch_export(const float* params, const BatchView& batch, float* out, cudaStream_t s);

@@ -2,8 +2,9 @@
 
     compute-sanitizer --tool memcheck python3 cuda/smoke.py
 
-Fits a mixed-size batch with grid and random init and pruning on, decodes it in
-uint8 and float, and calls the test hooks (direct mode included). Exits non-zero
+Fits a mixed-size batch with the paper's fit (grid and random init: the device
+init kernels) and with the default, encoder v2 (its host phases), pruning on,
+decodes it in uint8 and float, and calls the test hooks (direct mode included). Exits non-zero
 if CUDA and the CPU disagree grossly; the real comparisons are in
 python/tests/test_cuda.py.
 """
@@ -23,11 +24,11 @@ def main() -> None:
     assert gscodec.backends()["cuda_available"], gscodec.backends()
     img = np.asarray(Image.open(REPO / "examples" / "kodim23-224.png").convert("RGB"))
     images = [img, img[:70, :150].copy(), img[100:117, 5:38].copy()]
-    for init in ("grid", "random"):
-        splats, stats = gscodec.fit(images, 45, iterations=12, init=init, prune_threshold=0.02,
-                                    prune_every=3, device="cuda", return_stats=True)
-        _, cpu_stats = gscodec.fit(images, 45, iterations=12, init=init, prune_threshold=0.02,
-                                   prune_every=3, device="cpu", return_stats=True)
+    paper = gscodec.engine.PAPER_FIT
+    for options in (paper, dict(paper, init="random"), {}):
+        kw = dict(iterations=12, prune_threshold=0.02, prune_every=3, return_stats=True, **options)
+        splats, stats = gscodec.fit(images, 45, device="cuda", **kw)
+        _, cpu_stats = gscodec.fit(images, 45, device="cpu", **kw)
         for a, b in zip(stats, cpu_stats):
             assert abs(a["psnr"] - b["psnr"]) < 0.5, (a, b)
     for dtype in (np.uint8, np.float32):

@@ -94,7 +94,7 @@ std::pair<std::vector<long long>, std::vector<int>> bin_tiles_px(const float* pa
   return {std::vector<long long>(start.begin(), start.end()), ids};
 }
 
-void prune(float* params, float* m, float* v, int n_images, int n_slots_per_image,
+void prune(float* params, float* m, float* v, int* age, int n_images, int n_slots_per_image,
            std::vector<int>& n_active, float threshold) {
   require_device();
   if (n_images < 1 || n_slots_per_image < 1 || n_active.size() != size_t(n_images))
@@ -107,14 +107,18 @@ void prune(float* params, float* m, float* v, int n_images, int n_slots_per_imag
   batch.upload(s);
   batch.n_active.upload(n_active.data(), n_active.size(), s);
   const size_t rows = size_t(n_images) * n_slots_per_image * kParamsPerSplat;
+  const size_t slots = size_t(n_images) * n_slots_per_image;
   DeviceBuffer<float> dp(rows, s), dm(rows, s), dv(rows, s);
+  DeviceBuffer<int> da(slots, s);
   dp.upload(params, rows, s);
   dm.upload(m, rows, s);
   dv.upload(v, rows, s);
-  launch_prune(dp.get(), dm.get(), dv.get(), batch.view(), threshold, s);
+  da.upload(age, slots, s);
+  launch_prune(dp.get(), dm.get(), dv.get(), da.get(), batch.view(), threshold, s);
   dp.download(params, rows, s);
   dm.download(m, rows, s);
   dv.download(v, rows, s);
+  da.download(age, slots, s);
   batch.n_active.download(n_active.data(), n_active.size(), s);
   s.sync();
 }

@@ -34,6 +34,13 @@ std::vector<FitResult> fit_batch(const std::vector<ImageView>& images, const Fit
   return generic::fit_batch(images, opts);
 }
 
+std::unique_ptr<FitPhases> fit_phases(const std::vector<ImageView>& images, const FitOptions& opts) {
+#if defined(GSCODEC_HAVE_AVX2)
+  if (use_avx2()) return avx2::fit_phases(images, opts);
+#endif
+  return generic::fit_phases(images, opts);
+}
+
 void render_normalized(const float* rows, size_t n, int width, int height, float* planar,
                        bool parallel) {
 #if defined(GSCODEC_HAVE_AVX2)

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -52,11 +53,27 @@ class Fitter {
   }
 
   FitResult run() {
-    const int T = opts_.iterations;
-    // The part of the budget densification adds later (none if no round runs).
-    held_ = T > 0 && opts_.densify_rounds > 0
-                ? std::min(opts_.n_splats - 1, int(std::lround(opts_.densify_fraction * opts_.n_splats)))
-                : 0;
+    begin();
+    for (int it = 1; it <= opts_.iterations; ++it) {
+      if (opts_.cancel && opts_.cancel->load(std::memory_order_relaxed)) {
+        FitResult r;
+        r.cancelled = true;
+        return r;
+      }
+      step(it);
+      maybe_prune(it);
+      if (phase_due(it)) between_phases(it);
+    }
+    end();
+    return result();
+  }
+
+  // The fit's phases around its steps; the CUDA driver runs the steps on the
+  // device and these here (FitterPhases below).
+
+  // Initialization, fresh optimizer state, the first colour solve.
+  void begin() {
+    held_ = densify_held(opts_);
     const int n0 = opts_.n_splats - held_;
     if (opts_.init == InitMode::kGrid) init_grid(n0);
     else if (opts_.init == InitMode::kContent) init_content(n0);
@@ -65,25 +82,34 @@ class Fitter {
     v_.assign(params_.size(), 0.f);
     age_.assign(n(), 0);
     if (opts_.color_solve) solve_colors();
-    int round = 1;
-    for (int it = 1; it <= T; ++it) {
-      if (opts_.cancel && opts_.cancel->load(std::memory_order_relaxed)) {
-        FitResult r;
-        r.cancelled = true;
-        return r;
-      }
-      step(it);
-      maybe_prune(it);
-      bool added = false;
-      for (; round <= opts_.densify_rounds && held_ > 0 && densify_iteration(round, opts_) == it; ++round) {
-        densify(round);
-        added = true;
-      }
-      if (added && opts_.color_solve) solve_colors();
-    }
-    if (opts_.color_solve && T > 0) solve_colors();
-    return result();
   }
+
+  // Whether a densification round falls on step `it` (after its prune).
+  bool phase_due(int it) const {
+    return round_ <= opts_.densify_rounds && held_ > 0 && densify_iteration(round_, opts_) == it;
+  }
+
+  // After a step where phase_due: every round due then (short runs put
+  // several on one step), then the colours for the new geometry. Needs the
+  // step's render and loss gradient (render_, grad_image_).
+  void between_phases(int it) {
+    for (; phase_due(it); ++round_) densify(round_);
+    if (opts_.color_solve) solve_colors();
+  }
+
+  void end() {
+    if (opts_.color_solve && opts_.iterations > 0) solve_colors();
+  }
+
+  // The render of the last step, computed elsewhere (interleaved H x W x 3),
+  // and its loss gradient, as step() leaves them.
+  void load_render(const float* interleaved) {
+    for (size_t p = 0; p < plane_; ++p)
+      for (int ch = 0; ch < 3; ++ch) render_[ch * plane_ + p] = interleaved[3 * p + ch];
+    l2_loss_and_grad(render_.data(), target_.data(), 3 * plane_, grad_image_.data(), parallel_);
+  }
+
+  SplatState state() { return {params_, m_, v_, age_}; }
 
  private:
   int n() const { return static_cast<int>(params_.size() / kParamsPerSplat); }
@@ -394,35 +420,75 @@ class Fitter {
   std::vector<float> params_, grad_, m_, v_;
   std::vector<int> age_;  // Adam steps each splat has taken
   int held_ = 0;          // splats densification adds
+  int round_ = 1;         // the next densification round
   int pruned_ = 0;
   std::vector<PixelSplat<float>> splats_;
   std::vector<PixelBox> boxes_;
   TileBins bins_;
 };
 
-}  // namespace
-
-std::vector<FitResult> fit_batch(const std::vector<ImageView>& images, const FitOptions& opts) {
+// Runs fn(i, team) for every image i. Enough images: one image per thread.
+// Otherwise: one image at a time, each using every thread (team) if it is large
+// enough to pay for the per-stage barriers (on a busy machine a small image
+// fitted by a thread team is hundreds of times slower than by one thread). All
+// give bit-identical results (render.h).
+template <typename Fn>
+void for_each_image(const std::vector<ImageView>& images, const FitOptions& opts, Fn fn) {
   const int b = static_cast<int>(images.size());
   const int threads = opts.threads > 0 ? opts.threads : omp_get_max_threads();
-  std::vector<FitResult> results(b);
-  // Enough images: one image per thread. Otherwise: one image at a time, each
-  // using every thread if it is large enough to pay for the per-stage barriers
-  // (on a busy machine a small image fitted by a thread team is hundreds of
-  // times slower than by one thread). All give bit-identical results (render.h).
   if (b >= threads && threads > 1) {
     ParallelErrors errors;  // an exception must not leave the parallel region
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (int i = 0; i < b; ++i) errors.capture([&] { results[i] = Fitter(images[i], opts, false).run(); });
+    for (int i = 0; i < b; ++i) errors.capture([&] { fn(i, false); });
     errors.rethrow();
   } else {
     const gs::ThreadCount scoped(threads);
-    for (int i = 0; i < b; ++i) {
-      const bool team = threads > 1 && worth_a_thread_team(images[i].width, images[i].height);
-      results[i] = Fitter(images[i], opts, team).run();
-    }
+    for (int i = 0; i < b; ++i)
+      fn(i, threads > 1 && worth_a_thread_team(images[i].width, images[i].height));
   }
+}
+
+// One Fitter per image, driven phase by phase (see FitPhases in fit.h).
+class FitterPhases final : public FitPhases {
+ public:
+  FitterPhases(const std::vector<ImageView>& images, const FitOptions& opts)
+      : images_(images), opts_(opts), fitters_(images.size()) {
+    for_each_image(images_, opts_, [&](int i, bool team) {
+      fitters_[i] = std::make_unique<Fitter>(images_[i], opts_, team);
+    });
+  }
+  void begin() override {
+    for_each_image(images_, opts_, [&](int i, bool) { fitters_[i]->begin(); });
+  }
+  bool due(int it) const override { return fitters_.front()->phase_due(it); }
+  void between(int it, const float* const* renders) override {
+    for_each_image(images_, opts_, [&](int i, bool) {
+      fitters_[i]->load_render(renders[i]);
+      fitters_[i]->between_phases(it);
+    });
+  }
+  void end() override {
+    for_each_image(images_, opts_, [&](int i, bool) { fitters_[i]->end(); });
+  }
+  SplatState state(int image) override { return fitters_[image]->state(); }
+
+ private:
+  const std::vector<ImageView> images_;
+  const FitOptions opts_;  // the fitters keep a reference
+  std::vector<std::unique_ptr<Fitter>> fitters_;
+};
+
+}  // namespace
+
+std::vector<FitResult> fit_batch(const std::vector<ImageView>& images, const FitOptions& opts) {
+  std::vector<FitResult> results(images.size());
+  for_each_image(images, opts,
+                 [&](int i, bool team) { results[i] = Fitter(images[i], opts, team).run(); });
   return results;
+}
+
+std::unique_ptr<FitPhases> fit_phases(const std::vector<ImageView>& images, const FitOptions& opts) {
+  return std::make_unique<FitterPhases>(images, opts);
 }
 
 }  // namespace gs::cpu::GS_ISA

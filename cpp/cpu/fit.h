@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "../fit_options.h"
@@ -26,6 +27,33 @@ inline bool worth_a_thread_team(int width, int height) {
 // Fits every image; results are independent of batch composition and thread count.
 std::vector<FitResult> fit_batch(const std::vector<ImageView>& images, const FitOptions& opts);
 
+// One image's optimizer state, in the fit's units (x/cell, y/cell, log a, b/cell,
+// log c, rgb per splat; cell = sqrt(W*H/n_splats) pixels): n x 8 parameters,
+// Adam's moments, and the Adam steps each splat has taken (its bias correction).
+struct SplatState {
+  std::vector<float>& params;
+  std::vector<float>& m;
+  std::vector<float>& v;
+  std::vector<int>& age;
+};
+
+// The CPU fit of a batch, phase by phase, for a driver that runs the steps
+// elsewhere (cuda/fit.cu runs them on the device): the fit's own code for what
+// happens between steps (initialization, densification rounds, colour solves),
+// so both backends run one algorithm. Per image, as fit_batch would:
+//   begin(); for it = 1..T { step and prune; if (due(it)) between(it, renders); } end();
+class FitPhases {
+ public:
+  virtual ~FitPhases() = default;
+  virtual void begin() = 0;               // init, fresh Adam state, first colour solve
+  virtual bool due(int it) const = 0;     // whether between(it) has work
+  // renders[i]: image i's render (H x W x 3 floats) at step it, before its update.
+  virtual void between(int it, const float* const* renders) = 0;
+  virtual void end() = 0;                 // the final colour solve
+  virtual SplatState state(int image) = 0;
+};
+std::unique_ptr<FitPhases> fit_phases(const std::vector<ImageView>& images, const FitOptions& opts);
+
 // Renders n normalized splat rows (N x 8) into planar 3 x H x W floats.
 void render_normalized(const float* rows, size_t n, int width, int height, float* planar,
                        bool parallel);
@@ -38,6 +66,8 @@ const char* active_isa();
   namespace isa {                                                                          \
   std::vector<FitResult> fit_batch(const std::vector<ImageView>& images,                   \
                                    const FitOptions& opts);                                \
+  std::unique_ptr<FitPhases> fit_phases(const std::vector<ImageView>& images,              \
+                                        const FitOptions& opts);                           \
   void render_normalized(const float* rows, size_t n, int width, int height, float* planar, \
                          bool parallel);                                                   \
   }

@@ -5,7 +5,7 @@
 compiles cuda/*.cu as plain C++ against cuda/emu/ (an emulated CUDA runtime,
 see cuda_runtime.h there), links it with the CPU backend and the bindings into
 OUT_DIR/gscodec/_core*.so next to a copy of src/gscodec, and prints the
-PYTHONPATH to use. With it, `gscodec.backends()["cuda_available"]` is True and
+PYTHONPATH to use. A rebuild compiles only the files whose sources changed. With it, `gscodec.backends()["cuda_available"]` is True and
 the `gpu` tests run the kernels' logic on the CPU (slowly: small tests only).
 It checks what the kernels compute and that their barriers and warp
 intrinsics are reached by every thread; it says nothing about speed, and runs
@@ -90,6 +90,23 @@ def main() -> None:
                      f"-I{pybind11.get_include()}", f"-I{py_inc}", "-c", str(src),
                      "-o", str(objs / (src.stem + "_host.o"))])
 
+    def up_to_date(cmd: list[str]) -> bool:
+        """The object exists, was built by this command, and is newer than every
+        file it was built from (the dependency list g++ -MMD wrote)."""
+        obj = Path(cmd[-1])
+        stamp, deps = obj.with_suffix(".cmd"), obj.with_suffix(".d")
+        if not (obj.exists() and deps.exists() and stamp.exists()) or stamp.read_text() != " ".join(cmd):
+            return False
+        files = deps.read_text().replace("\\\n", " ").split(":", 1)[1].split()
+        built = obj.stat().st_mtime
+        return all(Path(f).exists() and Path(f).stat().st_mtime < built for f in files)
+
+    def compile_one(cmd: list[str]) -> None:
+        if up_to_date(cmd):
+            return
+        run([*cmd[:-2], "-MMD", *cmd[-2:]])
+        Path(cmd[-1]).with_suffix(".cmd").write_text(" ".join(cmd))
+
     def run(cmd: list[str]) -> None:
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0 or r.stderr.strip():
@@ -98,7 +115,7 @@ def main() -> None:
             raise SystemExit(f"failed: {cmd[-3]}")
 
     with ThreadPoolExecutor(args.j) as pool:
-        list(pool.map(run, jobs))
+        list(pool.map(compile_one, jobs))
 
     pkg = out / "gscodec"
     shutil.rmtree(pkg, ignore_errors=True)

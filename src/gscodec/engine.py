@@ -32,22 +32,19 @@ def _core() -> ModuleType:
 #: (docs/benchmarks.md, "Encoder v2").
 DEFAULT_ITERATIONS = 200
 
-#: The paper's fit (grid init, Adam, optional luminance pruning): what the
-#: CUDA backend runs, and the ablation's baseline on the CPU.
+#: The paper's fit (grid init, Adam, optional luminance pruning): the
+#: ablation's baseline, on both backends.
 PAPER_FIT: dict[str, Any] = dict(
     init="grid", lr_position=0.05, lr_covariance=0.05, lr_color=0.01,
     densify_fraction=0.0, respawn_fraction=0.0, color_solve=False,
 )
-#: The CPU backend's default (encoder v2): content-adaptive init, half the
+#: The default of both backends (encoder v2): content-adaptive init, half the
 #: splats added by error-guided densification, weak splats respawned, exact
 #: colour solves, larger steps. Chosen by measured time-to-quality.
 CPU_FIT: dict[str, Any] = dict(
     init="content", lr_position=0.15, lr_covariance=0.15, lr_color=0.02,
     densify_fraction=0.5, respawn_fraction=0.05, color_solve=True,
 )
-# Options only the CPU backend implements, and their values that mean "off".
-_CPU_ONLY = {"init": ("grid", "random"), "densify_fraction": (0.0,), "respawn_fraction": (0.0,),
-             "color_solve": (False,), "quantize_for": (None,)}
 
 
 def backends() -> dict[str, Any]:
@@ -281,12 +278,14 @@ def fit(
     that many unless pruning removes some), optimized with Adam for
     ``iterations`` steps on the L2 loss of the clamped render.
 
-    Options left at ``None`` take the backend's best measured setting: `CPU_FIT`
-    on the CPU, `PAPER_FIT` on CUDA (which implements only the paper's fit; the
-    CPU-only options given explicitly with device CUDA raise ValueError).
+    Options left at ``None`` take the best measured setting, `CPU_FIT` (encoder
+    v2), on both backends; `PAPER_FIT` is the paper's fit. CUDA runs the same
+    algorithm: the steps on the device, and what happens between phases (the
+    content init, each densification round, each colour solve) on the host
+    with the CPU fit's own code.
 
     - ``init="content"``: centres drawn from the image's gradient energy, sizes
-      from the local density of centres (CPU only); ``"grid"``: the paper's
+      from the local density of centres; ``"grid"``: the paper's
       structured initialization (grid centres, isotropic covariance of the
       cell's inscribed circle, cell-mean colour); ``"random"``: uniform random
       centres and colours (ablation baseline).
@@ -297,15 +296,15 @@ def fit(
     - ``prune_threshold``: luminance-aware pruning; every ``prune_every`` steps
       in the middle half of the run, splats whose Rec.601 luma of ``|colour|`` is
       below the threshold are removed. 0 disables it.
-    - ``densify_fraction`` (CPU only): this part of ``n_splats`` is held back
+    - ``densify_fraction``: this part of ``n_splats`` is held back
       and added in ``densify_rounds`` rounds over the first half of the run,
       at centres drawn from the squared residual; ``respawn_fraction``: each
       round also moves this fraction of the splats, the weakest (colour energy
       x area), there.
-    - ``color_solve`` (CPU only): colours by exact least squares (the render
+    - ``color_solve``: colours by exact least squares (the render
       is linear in them) after init, after each densification round and at
       the end.
-    - ``quantize_for`` (CPU only): a quantized precision (``"q7"``, ...; see
+    - ``quantize_for``: a quantized precision (``"q7"``, ...; see
       `gscodec.quantize`): the splats are returned as a (version 2) file of
       that precision holds them: the fitted geometry quantized, the colours
       re-solved by least squares for that geometry, then quantized too (see
@@ -315,7 +314,7 @@ def fit(
       seed (grid init uses none). On the CPU the same inputs and seed always
       give bit-identical splats, whatever the batch composition or thread
       count; the CUDA backend sums gradients with atomics, so it agrees with
-      the CPU's paper fit to float rounding.
+      the CPU fit to float rounding.
     - ``threads``: CPU threads (0 = all).
     - ``device``: ``"auto"`` (CUDA when a device is present, else the CPU),
       ``"cpu"`` or ``"cuda"`` (a clear RuntimeError when there is none).
@@ -338,14 +337,7 @@ def fit(
     given = dict(init=init, lr_position=lr_position, lr_covariance=lr_covariance,
                  lr_color=lr_color, densify_fraction=densify_fraction,
                  respawn_fraction=respawn_fraction, color_solve=color_solve)
-    if backend == "cuda":
-        explicit = dict(given, quantize_for=quantize_for)
-        for name, off in _CPU_ONLY.items():
-            if explicit[name] is not None and explicit[name] not in off:
-                raise ValueError(f"{name}={explicit[name]!r} is implemented on the CPU backend "
-                                 f"only; use device='cpu'")
-    defaults = PAPER_FIT if backend == "cuda" else CPU_FIT
-    o = {k: (defaults[k] if v is None else v) for k, v in given.items()}
+    o = {k: (CPU_FIT[k] if v is None else v) for k, v in given.items()}
     for name in ("lr_position", "lr_covariance", "lr_color"):
         _check_number(name, o[name], 0.0, 10.0)
     _check_number("lr_final_ratio", lr_final_ratio, 0.0, 1.0)
