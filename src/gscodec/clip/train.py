@@ -7,9 +7,15 @@ Subcommands:
 - ``distill``: stage 1. A `GSCLIP` initialized from the teacher learns to
   match the teacher's image embeddings (`DistillLoss`) on GS shards paired by
   key with the RGB shards.
+  Options: splat-space augmentation (``--aug-*``, the teacher sees the same
+  view), token distillation (``--distill-tokens``), stored targets instead of
+  RGB + teacher (``--teacher-embeddings``), and ``--recipe paper-v2`` (stage 1
+  stem-only, then stage 2).
 - ``align``: stage 2. open_clip's ``ClipLoss`` on GS shards + captions. With
   ``--from-scratch``, the paper's ablation: a fresh, fully trainable image
   tower against the pretrained text tower, no distillation.
+- ``embed``: precompute the teacher's embeddings of K views per image into
+  shards beside the ``.gsi`` (`gscodec.clip.embed`), for ``distill --teacher-embeddings``.
 - ``eval``: zero-shot classification or retrieval, written as CLIP_benchmark
   writes its results.
 
