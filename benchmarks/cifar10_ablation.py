@@ -10,7 +10,8 @@ pixels). Finished steps are skipped on a rerun.
 
 Variant flags may use ``{embeddings}``: the folder that ``gscodec-train embed``
 fills (with ``--embed-flags``) from the teacher before those variants run; such
-variants get no ``--rgb-data``. A variant with ``--recipe paper-v2`` is two
+variants get no ``--rgb-data``. ``{no_aug}`` stands for the flags that turn off
+``distill``'s default splat augmentation (the students before it was the default). A variant with ``--recipe paper-v2`` is two
 runs (``NAME-distill`` then ``NAME``); its wall time is their sum.
 
     python benchmarks/cifar10_encode.py --splats 16 --train-shards 3   # GS shards, build/cifar10_gs16
@@ -34,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 STEM = ["--n-tokens", "16", "--stem-dim", "64", "--stem-depth", "2", "--stem-heads", "4"]
 STEM += ["--n-freqs", "6"]  # the students of cifar10_clip.py
+NO_AUGMENT = "--aug-flip 0 --aug-min-crop 1 --aug-jitter 0 --aug-dropout 0"
 
 
 def flag_value(flags: list[str], name: str, default: int) -> int:
@@ -57,7 +59,7 @@ def main() -> None:
     p.add_argument(
         "--variants",
         nargs="+",
-        default=["baseline=", "query_grid=--query-grid"],
+        default=["baseline={no_aug}", "query_grid=--query-grid {no_aug}"],
         help="NAME=FLAGS (space-separated gscodec-train distill flags)",
     )
     p.add_argument("--jobs", type=int, default=1, help="runs at once (after the teacher)")
@@ -110,7 +112,8 @@ def main() -> None:
         )
     for variant in args.variants:
         name, _, flags = variant.partition("=")
-        flags = flags.replace("{embeddings}", str(embeddings)).split()
+        flags = flags.replace("{embeddings}", str(embeddings)).replace("{no_aug}", NO_AUGMENT)
+        flags = flags.split()
         final_epoch = flag_value(flags, "--align-epochs", 5) if "--recipe" in flags else (
             flag_value(flags, "--epochs", args.epochs))
         for seed in args.seeds:

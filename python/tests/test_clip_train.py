@@ -438,7 +438,8 @@ def test_augmented_distill_shows_the_teacher_the_same_view(data, tmp_path):
     from gscodec.clip.data import TarIndex, decode_image
     from gscodec.datasets import iter_samples
 
-    args = build_parser().parse_args(stage_argv("distill", data, tmp_path, "--aug-flip", "1"))
+    only_flip = ("--aug-flip", "1", "--aug-min-crop", "1", "--aug-jitter", "0", "--aug-dropout", "0")
+    args = build_parser().parse_args(stage_argv("distill", data, tmp_path, *only_flip))
     stage = build_stage(args)
     stage.dataset.shuffle = False
     splats, image = next(iter(stage.dataset))
@@ -484,8 +485,10 @@ def test_embed_then_distill_without_rgb(data, tmp_path):
     meta = json.loads((out / "teacher_embeddings.json").read_text())
     assert meta["views"] == 1 and meta["embed_dim"] == 16 and meta["token_layer"] is None
 
-    live = build_stage(build_parser().parse_args(stage_argv("distill", data, tmp_path / "a")))
-    argv = stage_argv("distill", data, tmp_path / "b", "--teacher-embeddings", str(out))
+    none = ("--aug-flip", "0", "--aug-min-crop", "1", "--aug-jitter", "0", "--aug-dropout", "0")
+    live = build_stage(build_parser().parse_args(stage_argv("distill", data, tmp_path / "a", *none)))
+    argv = stage_argv("distill", data, tmp_path / "b", "--teacher-embeddings", str(out),
+                      "--aug-dropout", "0")
     del argv[argv.index("--rgb-data") : argv.index("--rgb-data") + 2]
     stored = build_stage(build_parser().parse_args(argv))
     assert stored.helpers == []  # no teacher model at all
@@ -553,3 +556,18 @@ def test_paper_v2_recipe_runs_both_stages(data, tmp_path):
     stem = "visual.stem.proj.weight"
     assert not torch.equal(first["state_dict"][stem], final["state_dict"][stem])
     assert final["args"]["pretrained"].endswith("v2-distill/checkpoints/epoch_1.pt")
+
+
+def test_augmentation_defaults(data, tmp_path):
+    """distill augments by default (the measured recipe); align and embed do not."""
+    from gscodec.clip.augment import SplatAugment
+    from gscodec.clip.train import DISTILL_AUGMENT, _augment
+
+    distill = build_parser().parse_args(stage_argv("distill", data, tmp_path))
+    assert DISTILL_AUGMENT.enabled and DISTILL_AUGMENT.min_crop < 1
+    assert _augment(distill, DISTILL_AUGMENT) == DISTILL_AUGMENT
+    changed = build_parser().parse_args(stage_argv("distill", data, tmp_path, "--aug-flip", "0"))
+    assert _augment(changed, DISTILL_AUGMENT).flip == 0
+    assert _augment(changed, DISTILL_AUGMENT).min_crop == DISTILL_AUGMENT.min_crop
+    align = build_parser().parse_args(stage_argv("align", data, tmp_path))
+    assert _augment(align) == SplatAugment()

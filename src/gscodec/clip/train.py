@@ -271,11 +271,20 @@ def _gs_groups(
     return param_groups(model, args.wd, scale)
 
 
-def _augment(args: argparse.Namespace) -> SplatAugment:
-    return SplatAugment(
-        flip=args.aug_flip, min_crop=args.aug_min_crop, jitter=args.aug_jitter,
-        dropout=args.aug_dropout,
-    )  # fmt: skip
+#: distill's default augmentation: it beat none at equal budget, 2 seeds each
+#: (docs/results-cifar10.md, issue-13 ablation); align and embed default to none.
+DISTILL_AUGMENT = SplatAugment(flip=0.5, min_crop=0.7, jitter=0.2, dropout=0.1)
+_AUG_FLAGS = {"flip": "aug_flip", "min_crop": "aug_min_crop", "jitter": "aug_jitter",
+              "dropout": "aug_dropout"}  # fmt: skip
+
+
+def _augment(args: argparse.Namespace, defaults: SplatAugment = SplatAugment()) -> SplatAugment:
+    """The ``--aug-*`` flags, each left unset taken from ``defaults``."""
+    given = {field: getattr(args, flag, None) for field, flag in _AUG_FLAGS.items()}
+    return SplatAugment(**{
+        field: getattr(defaults, field) if value is None else value
+        for field, value in given.items()
+    })  # fmt: skip
 
 
 def _lock_stem_only(model: GSCLIP, args: argparse.Namespace) -> None:
@@ -301,7 +310,9 @@ def _build_distill(args: argparse.Namespace) -> Stage:
     )
     _lock_stem_only(model, args)
     model.logit_scale.requires_grad = False  # unused by the MSE; DDP wants no idle trainable params
-    augment = _augment(args)
+    # stored targets come with their views: only dropout is drawn here
+    augment = _augment(args, SplatAugment(dropout=DISTILL_AUGMENT.dropout)
+                       if args.teacher_embeddings else DISTILL_AUGMENT)
     token_mode = args.distill_tokens
     token_layer = _token_layer(args) if token_mode else None
     distill_loss = DistillLoss()
@@ -321,7 +332,7 @@ def _build_distill(args: argparse.Namespace) -> Stage:
                 f"--teacher-embeddings hold {'none' if stored.token_layer is None else 'block ' + str(stored.token_layer)}"
                 " (gscodec-train embed --token-layer)"
             )
-        if augment.flip or augment.min_crop < 1 or augment.jitter:
+        if any(getattr(args, _AUG_FLAGS[f]) is not None for f in ("flip", "min_crop", "jitter")):
             raise ValueError(
                 "with --teacher-embeddings the views were drawn by gscodec-train embed: "
                 "only --aug-dropout applies here"
@@ -1056,10 +1067,12 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="train only the GS stem (backbone, head and text tower frozen; paper v2 stage 1)",
         )
-        a = p.add_argument_group("splat-space augmentation (gscodec; off by default)")
+        a = p.add_argument_group("splat-space augmentation (gscodec; distill: on by default)")
         augmentation_flags(a)
         a.add_argument(
-            "--aug-dropout", type=float, default=0.0, help="probability of dropping each splat"
+            "--aug-dropout",
+            type=float,
+            help="probability of dropping each splat (distill default 0.1, align 0)",
         )
         g.add_argument(
             "--backbone-lr-scale",
@@ -1071,19 +1084,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     def augmentation_flags(a: Any) -> None:
         a.add_argument(
-            "--aug-flip", type=float, default=0.0, help="probability of a horizontal flip"
+            "--aug-flip",
+            type=float,
+            help="probability of a horizontal flip (distill default 0.5, else 0)",
         )
         a.add_argument(
             "--aug-min-crop",
             type=float,
-            default=1.0,
-            help="smallest crop side, fraction of the image (1: no crop/zoom)",
+            help="smallest crop side, fraction of the image (1: no crop/zoom; "
+            "distill default 0.7, else 1)",
         )
         a.add_argument(
             "--aug-jitter",
             type=float,
-            default=0.0,
-            help="brightness/contrast/saturation factors uniform in [1-J, 1+J]",
+            help="brightness/contrast/saturation factors uniform in [1-J, 1+J] "
+            "(distill default 0.2, else 0)",
         )
 
     p = sub.add_parser("rgb", help="train an RGB CLIP teacher on image shards")
@@ -1212,7 +1227,7 @@ def _run_paper_v2(args: argparse.Namespace, device: torch.device) -> dict[str, A
 
 def _run_embed(args: argparse.Namespace) -> dict[str, Any]:
     cfg = _model_cfg(args, args.teacher)
-    augment = SplatAugment(flip=args.aug_flip, min_crop=args.aug_min_crop, jitter=args.aug_jitter)
+    augment = _augment(args)
     record = write_teacher_embeddings(
         create_rgb_model(cfg, args.teacher),
         _preprocess(cfg, is_train=False),
