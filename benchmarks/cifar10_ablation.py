@@ -3,9 +3,16 @@
 Small enough for a shared CPU: an RGB teacher trained on the first
 ``--train-shards`` train shards, then 16-splat students distilled on the same
 images, one per variant (``--variants NAME=FLAGS``, flags added to
-``gscodec-train distill``) and seed, all evaluated zero-shot on the 10,000
-CIFAR-10 test images, next to the render ceiling (the teacher on the test
-splats decoded to pixels). Finished steps are skipped on a rerun.
+``gscodec-train distill``) and seed, all evaluated zero-shot on the CIFAR-10
+test images (all 10,000, or the first ``--test-shards`` GS test shards),
+next to the render ceiling (the teacher on the same test splats decoded to
+pixels). Finished steps are skipped on a rerun.
+
+Variant flags may use ``{embeddings}``: the folder that ``gscodec-train embed``
+fills (with ``--embed-flags``) from the teacher before those variants run; such
+variants get no ``--rgb-data``. ``{no_aug}`` stands for the flags that turn off
+``distill``'s default splat augmentation (the students before it was the default). A variant with ``--recipe paper-v2`` is two
+runs (``NAME-distill`` then ``NAME``); its wall time is their sum.
 
     python benchmarks/cifar10_encode.py --splats 16 --train-shards 3   # GS shards, build/cifar10_gs16
     nice -n 10 python benchmarks/cifar10_ablation.py                    # -> build/cifar10_ablation
@@ -28,6 +35,13 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 STEM = ["--n-tokens", "16", "--stem-dim", "64", "--stem-depth", "2", "--stem-heads", "4"]
 STEM += ["--n-freqs", "6"]  # the students of cifar10_clip.py
+NO_AUGMENT = "--aug-flip 0 --aug-min-crop 1 --aug-jitter 0 --aug-dropout 0"
+
+
+def flag_value(flags: list[str], name: str, default: int) -> int:
+    """The last value of ``name`` in a flag list (argparse's rule), else ``default``."""
+    values = [flags[i + 1] for i, flag in enumerate(flags[:-1]) if flag == name]
+    return int(values[-1]) if values else default
 
 
 def main() -> None:
@@ -45,10 +59,16 @@ def main() -> None:
     p.add_argument(
         "--variants",
         nargs="+",
-        default=["baseline=", "query_grid=--query-grid"],
+        default=["baseline={no_aug}", "query_grid=--query-grid {no_aug}"],
         help="NAME=FLAGS (space-separated gscodec-train distill flags)",
     )
     p.add_argument("--jobs", type=int, default=1, help="runs at once (after the teacher)")
+    p.add_argument("--test-shards", type=int, help="first N GS test shards only (default: all)")
+    p.add_argument(
+        "--embed-flags",
+        default="--views 4 --aug-flip 0.5 --aug-min-crop 0.7 --aug-jitter 0.2",
+        help="gscodec-train embed flags for {embeddings}",
+    )
     args = p.parse_args()
     root = args.root
     shards = [f"cifar10-train-{i:05d}.tar" for i in range(args.train_shards)]
@@ -56,6 +76,7 @@ def main() -> None:
     gs_train = [str(gs_dir / "train" / name) for name in shards]
     gs_test = gs_dir / "test"
     missing = [s for s in [*gs_train, str(gs_test / "summary.json")] if not Path(s).is_file()]
+    test_shards = sorted(str(t) for t in gs_test.glob("*.tar"))[: args.test_shards]
     if missing:
         raise SystemExit(
             f"GS shards missing ({missing[0]} ...): run python benchmarks/cifar10_encode.py "
@@ -80,31 +101,48 @@ def main() -> None:
         jobs.append(
             {"name": "teacher", "cmd": cmd, "log": root / "teacher.out", "ready": lambda: True}
         )
+    embeddings = root / "embeddings"
+    embedded = embeddings / "teacher_embeddings.json"
+    if any("{embeddings}" in v for v in args.variants) and not embedded.is_file():
+        cmd = [sys.executable, "-m", "gscodec.clip.train", "embed", "--train-data", *rgb_train]
+        cmd += ["--teacher", str(teacher), "--output", str(embeddings), "--batch-size", "256"]
+        cmd += args.embed_flags.split()
+        jobs.append(
+            {"name": "embed", "cmd": cmd, "log": root / "embed.out", "ready": exists(teacher)}
+        )
     for variant in args.variants:
         name, _, flags = variant.partition("=")
+        flags = flags.replace("{embeddings}", str(embeddings)).replace("{no_aug}", NO_AUGMENT)
+        flags = flags.split()
+        final_epoch = flag_value(flags, "--align-epochs", 5) if "--recipe" in flags else (
+            flag_value(flags, "--epochs", args.epochs))
         for seed in args.seeds:
             out = root / f"{name}_s{seed}"
-            ckpt = out / "checkpoints" / f"epoch_{args.epochs}.pt"
-            runs.append((name, seed, out, ckpt, gs_test))
+            ckpt = out / "checkpoints" / f"epoch_{final_epoch}.pt"
+            runs.append((name, seed, out, ckpt, test_shards))
             if not ckpt.is_file():
                 cmd = train_cmd("distill", out, "--train-data", "::".join(gs_train))
-                cmd += ["--rgb-data", *rgb_train, "--teacher", str(teacher)]
+                if "--teacher-embeddings" not in flags:
+                    cmd += ["--rgb-data", *rgb_train]
+                cmd += ["--teacher", str(teacher)]
                 cmd += ["--epochs", str(args.epochs), "--lr", "1e-3", "--warmup", "20"]
-                cmd += ["--seed", str(seed), *STEM, *flags.split(), *common]
+                cmd += ["--seed", str(seed), *STEM, *flags, *common]
                 log = root / f"{out.name}.out"
-                jobs.append({"name": out.name, "cmd": cmd, "log": log, "ready": exists(teacher)})
+                ready = exists(embedded if str(embeddings) in flags else teacher)
+                jobs.append({"name": out.name, "cmd": cmd, "log": log, "ready": ready})
     for _, _, out, ckpt, test in runs:
         result = root / "eval" / f"{out.name}.json"
         if not result.is_file():
             cmd = [sys.executable, "-m", "gscodec.clip.train", "eval", "--checkpoint", str(ckpt)]
-            cmd += ["--zeroshot-data", str(test), "--dataset", "cifar10", "--output", str(result)]
+            test = [str(test)] if isinstance(test, Path) else test
+            cmd += ["--zeroshot-data", *test, "--dataset", "cifar10", "--output", str(result)]
             log = root / f"eval_{out.name}.out"
             jobs.append({"name": f"eval {out.name}", "cmd": cmd, "log": log, "ready": exists(ckpt)})
     run_all(jobs, args.jobs)
 
     renders_file = root / "teacher_on_renders.json"
     if not renders_file.is_file():
-        renders_file.write_text(json.dumps(teacher_on_renders(teacher, gs_test), indent=2))
+        renders_file.write_text(json.dumps(teacher_on_renders(teacher, test_shards), indent=2))
     ceiling = json.loads(renders_file.read_text())["acc1"]
     score = {
         out: json.loads((root / "eval" / f"{out.name}.json").read_text())["metrics"]
@@ -113,14 +151,16 @@ def main() -> None:
     teacher_acc = score[teacher_dir]["acc1"]
     rows = []
     print(f"Teacher (RGB test JPEGs): top-1 {100 * teacher_acc:.1f}%; render ceiling "
-          f"(teacher on the {args.splats}-splat test set decoded): {100 * ceiling:.1f}%\n")
+          f"(teacher on the {args.splats}-splat test set decoded, {len(test_shards)} "
+          f"shards): {100 * ceiling:.1f}%\n")
     print("| variant | seed | top-1 % | mean per-class recall % | of teacher | of ceiling "
           "| trainable | train wall min |")
     print("|---|---|---|---|---|---|---|---|")
     for name, seed, out, _, _ in runs[1:]:
         m = score[out]
+        stages = [out.with_name(out.name + "-distill"), out]  # --recipe runs stage 1 there
         row = {"variant": name, "seed": seed, **m, "trainable_fraction": trainable(out),
-               "train_seconds": train_seconds(out)}
+               "train_seconds": sum(train_seconds(o) for o in stages)}
         rows.append(row)
         print(f"| {name} | {seed} | {100 * m['acc1']:.1f} | {100 * m['mean_per_class_recall']:.1f} "
               f"| {100 * m['acc1'] / teacher_acc:.0f}% | {100 * m['acc1'] / ceiling:.0f}% "

@@ -256,6 +256,8 @@ def main() -> None:
             "--warmup",
             "50",
             *stem,
+            # measured before splat augmentation became distill's default: reproduce without it
+            *"--aug-flip 0 --aug-min-crop 1 --aug-jitter 0 --aug-dropout 0".split(),
         )
         runs.append(
             (f"GS student, {n} splats (distill, {epochs} ep)", out, epochs, gs(n, "test"), n)

@@ -148,8 +148,21 @@ def stage_argv(command: str, data, out, *extra: str) -> list[str]:
     ]
 
 
+AUGMENT = ("--aug-flip", "0.5", "--aug-min-crop", "0.7", "--aug-jitter", "0.2", "--aug-dropout", "0.2")
+
+
 @pytest.mark.parametrize(
-    "command,extra", [("rgb", ()), ("distill", ()), ("align", ()), ("align", ("--from-scratch",))]
+    "command,extra",
+    [
+        ("rgb", ()),
+        ("distill", ()),
+        ("distill", ("--distill-tokens", "pooled")),
+        ("distill", ("--distill-tokens", "grid", "--distill-tokens-layer", "3")),
+        ("distill", AUGMENT),
+        ("align", ()),
+        ("align", AUGMENT),
+        ("align", ("--from-scratch",)),
+    ],
 )
 def test_each_stage_lowers_its_loss(data, tmp_path, command, extra):
     args = build_parser().parse_args(stage_argv(command, data, tmp_path, *extra))
@@ -412,3 +425,149 @@ def test_shard_stream_uses_the_dataset_dictionary(tmp_path):
     (tmp_path / "gsi.dict").unlink()
     with pytest.raises(GSIError, match="dictionary with id"):
         list(stream)
+
+
+def _first_batch(stage):
+    loader = torch.utils.data.DataLoader(stage.dataset, batch_size=8, collate_fn=stage.collate)
+    return next(iter(loader))
+
+
+def test_augmented_distill_shows_the_teacher_the_same_view(data, tmp_path):
+    """--aug-flip 1: the splats and the teacher's image are both mirrored."""
+    from gscodec.clip.augment import View, augment_image
+    from gscodec.clip.data import TarIndex, decode_image
+    from gscodec.datasets import iter_samples
+
+    only_flip = ("--aug-flip", "1", "--aug-min-crop", "1", "--aug-jitter", "0", "--aug-dropout", "0")
+    args = build_parser().parse_args(stage_argv("distill", data, tmp_path, *only_flip))
+    stage = build_stage(args)
+    stage.dataset.shuffle = False
+    splats, image = next(iter(stage.dataset))
+    sample = next(iter(iter_samples(data / "gs")))
+    original = sample["gsi"].to_array()
+    np.testing.assert_allclose(splats[:, 0], 1 - original[:, 0])
+    np.testing.assert_allclose(splats[:, 3], -original[:, 3])
+    preprocess = open_clip.image_transform(16, is_train=False)
+    rgb = decode_image(TarIndex(data / "rgb")[sample["__key__"]])
+    torch.testing.assert_close(image, preprocess(augment_image(rgb, View(flip=True))))
+    assert not torch.allclose(image, preprocess(rgb))
+
+
+def test_token_distillation_matches_hidden_tokens(data, tmp_path):
+    """The student's captured tokens come from the layer asked for, the teacher's likewise;
+    an RGB-initialized student whose stem reproduced the patch tokens would score 0."""
+    from gscodec.clip.model import capture_tokens, create_rgb_model
+
+    argv = stage_argv("distill", data, tmp_path, "--distill-tokens", "grid")
+    stage = build_stage(build_parser().parse_args(argv))
+    features = stage.forward(stage.model, _first_batch(stage))
+    assert features["student_tokens"].shape == (8, 5, 32)  # class + 4 resampler tokens
+    assert features["teacher_tokens"].shape == (8, 5, 32)  # class + 2x2 patches
+    teacher = create_rgb_model(TINY_CFG, data / "teacher.pt")
+    images = torch.zeros(2, 3, 16, 16)
+    with capture_tokens(teacher.visual, 3) as last:
+        teacher.visual(images)
+    with capture_tokens(teacher.visual, 2) as second:
+        teacher.visual(images)
+    assert not torch.allclose(last[0], second[0])
+    with pytest.raises(ValueError, match="token layer must be in 0..3"):
+        with capture_tokens(teacher.visual, 4):
+            pass
+
+
+def test_embed_then_distill_without_rgb(data, tmp_path):
+    """Stored targets equal the live teacher's; distill on them needs no --rgb-data."""
+    out = tmp_path / "emb"
+    argv = ["embed", "--train-data", str(data / "rgb"), "--teacher", str(data / "teacher.pt")]
+    argv += ["--output", str(out), "--batch-size", "5"]  # a partial last batch too
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.glob("*.tar")) == ["s-0.tar", "s-1.tar"]
+    meta = json.loads((out / "teacher_embeddings.json").read_text())
+    assert meta["views"] == 1 and meta["embed_dim"] == 16 and meta["token_layer"] is None
+
+    none = ("--aug-flip", "0", "--aug-min-crop", "1", "--aug-jitter", "0", "--aug-dropout", "0")
+    live = build_stage(build_parser().parse_args(stage_argv("distill", data, tmp_path / "a", *none)))
+    argv = stage_argv("distill", data, tmp_path / "b", "--teacher-embeddings", str(out),
+                      "--aug-dropout", "0")
+    del argv[argv.index("--rgb-data") : argv.index("--rgb-data") + 2]
+    stored = build_stage(build_parser().parse_args(argv))
+    assert stored.helpers == []  # no teacher model at all
+    a, b = _first_batch(live), _first_batch(stored)
+    torch.testing.assert_close(a[0], b[0])  # same splats, same order
+    fa, fb = live.forward(live.model, a), stored.forward(stored.model, b)
+    torch.testing.assert_close(fa["teacher"], fb["teacher"], atol=1e-5, rtol=1e-4)
+    assert main(argv) == 0
+    assert (tmp_path / "b" / "checkpoints" / "epoch_1.pt").is_file()
+
+
+def test_embed_augmented_views_and_tokens(data, tmp_path):
+    from gscodec.clip.augment import augment_image
+    from gscodec.clip.data import TarIndex, decode_image
+    from gscodec.clip.embed import TeacherEmbeddings
+    from gscodec.clip.model import create_rgb_model
+
+    out = tmp_path / "emb"
+    argv = ["embed", "--train-data", str(data / "rgb"), "--teacher", str(data / "teacher.pt")]
+    argv += ["--output", str(out), "--views", "3", "--aug-flip", "0.5", "--aug-min-crop", "0.6"]
+    argv += ["--aug-jitter", "0.3", "--token-layer", "2", "--seed", "4"]
+    assert main(argv) == 0
+    stored = TeacherEmbeddings(out)
+    embedding, views, tokens = stored["0_000"]
+    assert embedding.shape == (3, 16) and tokens.shape == (3, 5, 32) and len(views) == 3
+    assert views[0].side == 1 and not views[0].flip and views[1] != views[2]
+    teacher = create_rgb_model(TINY_CFG, data / "teacher.pt").eval()
+    preprocess = open_clip.image_transform(16, is_train=False)
+    image = decode_image(TarIndex(data / "rgb")["0_000"])
+    with torch.no_grad():
+        expected = teacher.encode_image(
+            torch.stack([preprocess(augment_image(image, v)) for v in views])
+        )
+    np.testing.assert_allclose(embedding, expected.numpy(), atol=1e-5, rtol=1e-4)
+    # rerunning with the same seed gives the same views
+    assert main([*argv[:6], str(tmp_path / "again"), *argv[7:]]) == 0
+    assert TeacherEmbeddings(tmp_path / "again")["0_000"][1] == views
+
+    base = stage_argv("distill", data, tmp_path / "run", "--teacher-embeddings", str(out))
+    del base[base.index("--rgb-data") : base.index("--rgb-data") + 2]
+    assert main([*base, "--distill-tokens", "pooled", "--distill-tokens-layer", "2"]) == 0
+    with pytest.raises(ValueError, match="tokens after block 3"):
+        build_stage(build_parser().parse_args([*base, "--distill-tokens", "grid",
+                                               "--distill-tokens-layer", "3"]))
+    with pytest.raises(ValueError, match="only --aug-dropout"):
+        build_stage(build_parser().parse_args([*base, "--aug-flip", "0.5"]))
+    no_targets = stage_argv("distill", data, tmp_path / "none")
+    del no_targets[no_targets.index("--rgb-data") : no_targets.index("--rgb-data") + 2]
+    with pytest.raises(ValueError, match="--rgb-data .* or --teacher-embeddings"):
+        build_stage(build_parser().parse_args(no_targets))
+
+
+def test_paper_v2_recipe_runs_both_stages(data, tmp_path):
+    """Stage 1 trains only the stem (in NAME-distill), stage 2 aligns from it (in NAME)."""
+    out = tmp_path / "v2"
+    assert main(stage_argv("distill", data, out, "--recipe", "paper-v2", "--epochs", "1",
+                           "--align-epochs", "1")) == 0
+    first = torch.load(tmp_path / "v2-distill" / "checkpoints" / "epoch_1.pt", weights_only=True)
+    final = torch.load(out / "checkpoints" / "epoch_1.pt", weights_only=True)
+    assert first["stage"] == "distill" and final["stage"] == "align"
+    teacher = torch.load(data / "teacher.pt", weights_only=True)["state_dict"]
+    for key in ("visual.transformer.resblocks.0.attn.in_proj_weight", "visual.proj"):
+        torch.testing.assert_close(first["state_dict"][key], teacher[key])  # frozen in stage 1
+    assert not torch.equal(final["state_dict"]["visual.proj"], teacher["visual.proj"])
+    stem = "visual.stem.proj.weight"
+    assert not torch.equal(first["state_dict"][stem], final["state_dict"][stem])
+    assert final["args"]["pretrained"].endswith("v2-distill/checkpoints/epoch_1.pt")
+
+
+def test_augmentation_defaults(data, tmp_path):
+    """distill augments by default (the measured recipe); align and embed do not."""
+    from gscodec.clip.augment import SplatAugment
+    from gscodec.clip.train import DISTILL_AUGMENT, _augment
+
+    distill = build_parser().parse_args(stage_argv("distill", data, tmp_path))
+    assert DISTILL_AUGMENT.enabled and DISTILL_AUGMENT.min_crop < 1
+    assert _augment(distill, DISTILL_AUGMENT) == DISTILL_AUGMENT
+    changed = build_parser().parse_args(stage_argv("distill", data, tmp_path, "--aug-flip", "0"))
+    assert _augment(changed, DISTILL_AUGMENT).flip == 0
+    assert _augment(changed, DISTILL_AUGMENT).min_crop == DISTILL_AUGMENT.min_crop
+    align = build_parser().parse_args(stage_argv("align", data, tmp_path))
+    assert _augment(align) == SplatAugment()

@@ -8,7 +8,9 @@ cheap and fails with an install hint when the extra is missing.
 - `create_gs_model` / `GSCLIP`: open_clip CLIP with the stem in front of its ViT
   (`gscodec.clip.model`); `create_rgb_model` for the RGB teacher.
 - `collate_splats`: pad splat sets to a batch (`gscodec.clip.data`).
-- `DistillLoss`, `ClipLoss` (`gscodec.clip.loss`); `evaluate` and friends
+- `SplatAugment`: splat-space augmentation (`gscodec.clip.augment`);
+  `TeacherEmbeddings`: stored teacher targets (`gscodec.clip.embed`).
+- `DistillLoss`, `TokenDistillLoss`, `ClipLoss` (`gscodec.clip.loss`); `evaluate` and friends
   (`gscodec.clip.zeroshot`); ``gscodec-train`` (`gscodec.clip.train`).
 """
 
@@ -39,6 +41,9 @@ _EXPORTS = {
     "Captioner": "data",
     "ShardStream": "data",
     "DistillLoss": "loss",
+    "TokenDistillLoss": "loss",
+    "SplatAugment": "augment",
+    "TeacherEmbeddings": "embed",
     "ClipLoss": "loss",
     "evaluate": "zeroshot",
     "build_classifier": "zeroshot",

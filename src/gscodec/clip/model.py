@@ -32,6 +32,7 @@ __all__ = [
     "read_checkpoint",
     "get_tokenizer",
     "trainable_fraction",
+    "capture_tokens",
 ]
 
 #: Keys of an RGB open_clip state dict that the GS tower does not have.
@@ -204,6 +205,33 @@ class GSCLIP(open_clip.CLIP):
             raise ValueError(
                 f"text tower does not match the model: missing {missing}, unexpected {unexpected}"
             )
+
+
+@contextmanager
+def capture_tokens(visual: nn.Module, layer: int) -> Iterator[list[torch.Tensor]]:
+    """Collect an image tower's hidden tokens [B, 1 + T, W] after block ``layer`` while inside.
+
+    ``visual``: an open_clip ``VisionTransformer`` (RGB teacher) or a
+    `GSVisionTransformer`; both put the class token first. ``layer`` 0 is the
+    input of the first block (after ``ln_pre``); ``layer`` k the output of block
+    k. Each forward pass appends one tensor to the yielded list (a forward
+    hook, so the tower's own forward runs unchanged).
+    """
+    blocks = visual.transformer.resblocks
+    if not 0 <= layer <= len(blocks):
+        raise ValueError(f"token layer must be in 0..{len(blocks)}, got {layer}")
+    module = visual.ln_pre if layer == 0 else blocks[layer - 1]
+    batch_first = layer == 0 or getattr(visual.transformer, "batch_first", True)
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        captured.append(output if batch_first else output.transpose(0, 1))
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()
 
 
 def trainable_fraction(model: nn.Module) -> float:

@@ -7,9 +7,15 @@ Subcommands:
 - ``distill``: stage 1. A `GSCLIP` initialized from the teacher learns to
   match the teacher's image embeddings (`DistillLoss`) on GS shards paired by
   key with the RGB shards.
+  Options: splat-space augmentation (``--aug-*``, the teacher sees the same
+  view), token distillation (``--distill-tokens``), stored targets instead of
+  RGB + teacher (``--teacher-embeddings``), and ``--recipe paper-v2`` (stage 1
+  stem-only, then stage 2).
 - ``align``: stage 2. open_clip's ``ClipLoss`` on GS shards + captions. With
   ``--from-scratch``, the paper's ablation: a fresh, fully trainable image
   tower against the pretrained text tower, no distillation.
+- ``embed``: precompute the teacher's embeddings of K views per image into
+  shards beside the ``.gsi`` (`gscodec.clip.embed`), for ``distill --teacher-embeddings``.
 - ``eval``: zero-shot classification or retrieval, written as CLIP_benchmark
   writes its results.
 
@@ -59,6 +65,7 @@ from gscodec import GSIError
 from gscodec._io import atomic_path
 from gscodec.datasets import expand_shards, rank_from_env
 
+from .augment import SplatAugment, augment_image, augment_splats, draw_view
 from .data import (
     Captioner,
     ShardStream,
@@ -69,9 +76,11 @@ from .data import (
     dist_info,
     read_class_names,
 )
-from .loss import ClipLoss, DistillLoss
+from .embed import TeacherEmbeddings, pick, write_teacher_embeddings
+from .loss import TOKEN_MODES, ClipLoss, DistillLoss, TokenDistillLoss
 from .model import (
     GSCLIP,
+    capture_tokens,
     create_gs_model,
     create_rgb_model,
     get_tokenizer,
@@ -262,31 +271,117 @@ def _gs_groups(
     return param_groups(model, args.wd, scale)
 
 
+#: distill's default augmentation: it beat none at equal budget, 2 seeds each
+#: (docs/results-cifar10.md, issue-13 ablation); align and embed default to none.
+DISTILL_AUGMENT = SplatAugment(flip=0.5, min_crop=0.7, jitter=0.2, dropout=0.1)
+_AUG_FLAGS = {"flip": "aug_flip", "min_crop": "aug_min_crop", "jitter": "aug_jitter",
+              "dropout": "aug_dropout"}  # fmt: skip
+
+
+def _augment(args: argparse.Namespace, defaults: SplatAugment = SplatAugment()) -> SplatAugment:
+    """The ``--aug-*`` flags, each left unset taken from ``defaults``."""
+    given = {field: getattr(args, flag, None) for field, flag in _AUG_FLAGS.items()}
+    return SplatAugment(**{
+        field: getattr(defaults, field) if value is None else value
+        for field, value in given.items()
+    })  # fmt: skip
+
+
+def _lock_stem_only(model: GSCLIP, args: argparse.Namespace) -> None:
+    if args.stem_only:  # paper v2 stage 1: nothing but the stem learns
+        model.requires_grad_(False)
+        model.visual.stem.requires_grad_(True)
+
+
+def _token_layer(args: argparse.Namespace) -> int:
+    """``--distill-tokens-layer``, by default the output of the last trainable block."""
+    if args.distill_tokens_layer is not None:
+        return args.distill_tokens_layer
+    return 0 if args.stem_only else args.unlocked_blocks
+
+
 def _build_distill(args: argparse.Namespace) -> Stage:
     cfg = _model_cfg(args, args.teacher)
-    teacher = create_rgb_model(cfg, args.teacher).eval().requires_grad_(False)
     model = create_gs_model(
         cfg,
         args.pretrained or args.teacher,
         gs_cfg=_stem_cfg(args),
         unlocked_blocks=args.unlocked_blocks,
     )
+    _lock_stem_only(model, args)
     model.logit_scale.requires_grad = False  # unused by the MSE; DDP wants no idle trainable params
-    rgb = TarIndex(args.rgb_data)
-    preprocess = _preprocess(cfg, is_train=False)  # the splats saw the whole image: no crops
+    # stored targets come with their views: only dropout is drawn here
+    augment = _augment(args, SplatAugment(dropout=DISTILL_AUGMENT.dropout)
+                       if args.teacher_embeddings else DISTILL_AUGMENT)
+    token_mode = args.distill_tokens
+    token_layer = _token_layer(args) if token_mode else None
     distill_loss = DistillLoss()
+    token_loss = TokenDistillLoss(token_mode) if token_mode else None
+    helpers: list[nn.Module] = []
 
-    def transform(sample: dict, rng: Any) -> tuple:
-        return sample["gsi"].to_array(), preprocess(decode_image(rgb[sample["__key__"]]))
+    if args.teacher_embeddings:
+        stored = TeacherEmbeddings(args.teacher_embeddings)
+        if stored.embed_dim != cfg["embed_dim"]:
+            raise ValueError(
+                f"--teacher-embeddings hold {stored.embed_dim}-d embeddings; the model's are "
+                f"{cfg['embed_dim']}-d"
+            )
+        if token_mode and stored.token_layer != token_layer:
+            raise ValueError(
+                f"--distill-tokens needs teacher tokens after block {token_layer}; "
+                f"--teacher-embeddings hold {'none' if stored.token_layer is None else 'block ' + str(stored.token_layer)}"
+                " (gscodec-train embed --token-layer)"
+            )
+        if any(getattr(args, _AUG_FLAGS[f]) is not None for f in ("flip", "min_crop", "jitter")):
+            raise ValueError(
+                "with --teacher-embeddings the views were drawn by gscodec-train embed: "
+                "only --aug-dropout applies here"
+            )
+
+        def transform(sample: dict, rng: Any) -> tuple:
+            view, embedding, tokens = pick(stored[sample["__key__"]], rng)
+            rows = augment_splats(sample["gsi"].to_array(), view, augment.dropout, rng)
+            return (rows, embedding) + ((tokens,) if token_mode else ())
+
+        def targets(rest: list[torch.Tensor]) -> list[torch.Tensor]:
+            return rest
+
+    else:
+        if not args.rgb_data:
+            raise ValueError("distill needs --rgb-data (the RGB originals) or --teacher-embeddings")
+        teacher = create_rgb_model(cfg, args.teacher).eval().requires_grad_(False)
+        helpers.append(teacher)
+        rgb = TarIndex(args.rgb_data)
+        preprocess = _preprocess(cfg, is_train=False)  # the splats saw the whole image: no crops
+
+        def transform(sample: dict, rng: Any) -> tuple:
+            view = draw_view(augment, rng)  # the same view for student and teacher
+            rows = augment_splats(sample["gsi"].to_array(), view, augment.dropout, rng)
+            image = augment_image(decode_image(rgb[sample["__key__"]]), view)
+            return rows, preprocess(image)
+
+        def targets(rest: list[torch.Tensor]) -> list[torch.Tensor]:
+            with torch.no_grad(), _capturing(teacher.visual, token_layer) as captured:
+                embedding = teacher.encode_image(rest[0])
+            return [embedding, *captured]
 
     def forward(m: nn.Module, batch: Any) -> Features:
-        splats, mask, images = batch
-        with torch.no_grad():
-            target = teacher.encode_image(images)
-        return {"student": m(splats, mask=mask)[0], "teacher": target}
+        splats, mask, *rest = batch
+        wanted = targets(rest)
+        visual = getattr(m, "module", m).visual  # DDP wraps the model
+        with _capturing(visual, token_layer) as captured:
+            student = m(splats, mask=mask)[0]
+        features = {"student": student, "teacher": wanted[0]}
+        if token_mode:
+            features.update(student_tokens=captured[0], teacher_tokens=wanted[1])
+        return features
 
     def loss(features: Features) -> torch.Tensor:
-        return distill_loss(features["student"], features["teacher"])
+        value = distill_loss(features["student"], features["teacher"])
+        if token_loss is not None:
+            tokens = token_loss(features["student_tokens"], features["teacher_tokens"])
+            value = value + args.distill_tokens_weight * tokens
+        return value
 
     dataset = ShardStream(args.train_data, transform, seed=args.seed)
     return Stage(
@@ -299,8 +394,13 @@ def _build_distill(args: argparse.Namespace) -> Stage:
         collate_gs,
         _gs_groups(model, args, args.backbone_lr_scale),
         {"kind": "gs", "model_cfg": cfg, "gs_cfg": model.gs_cfg.as_dict()},
-        helpers=[teacher],
+        helpers=helpers,
     )
+
+
+def _capturing(visual: nn.Module, layer: int | None) -> Any:
+    """`capture_tokens` when token distillation is on, else a no-op yielding ``[]``."""
+    return capture_tokens(visual, layer) if layer is not None else nullcontext([])
 
 
 def _build_align(args: argparse.Namespace) -> Stage:
@@ -317,12 +417,15 @@ def _build_align(args: argparse.Namespace) -> Stage:
             cfg, args.pretrained, gs_cfg=_stem_cfg(args), unlocked_blocks=args.unlocked_blocks
         )
         backbone_scale = args.backbone_lr_scale
+    _lock_stem_only(model, args)
+    augment = _augment(args)
     tokenizer = get_tokenizer(cfg)
     captioner = _captioner(args, args.train_data)
     clip_loss = _clip_loss()
 
     def transform(sample: dict, rng: Any) -> tuple:
-        return sample["gsi"].to_array(), tokenizer([captioner(sample, rng)])[0]
+        rows = augment_splats(sample["gsi"].to_array(), draw_view(augment, rng), augment.dropout, rng)
+        return rows, tokenizer([captioner(sample, rng)])[0]
 
     def forward(m: nn.Module, batch: Any) -> Features:
         splats, mask, texts = batch
@@ -890,7 +993,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="run folder LOGS/NAME (default: date, model, lr, batch, workers, precision)",
         )
         p.add_argument("--pretrained", help="local checkpoint to start from (never downloaded)")
-        p.add_argument("--epochs", type=int, default=1)
+        p.add_argument("--epochs", type=int, help="default 1 (--recipe paper-v2: 2, stage 1)")
         p.add_argument(
             "--lr", type=float, default=1e-3, help="base LR (the GS stem's in distill/align)"
         )
@@ -960,12 +1063,43 @@ def build_parser() -> argparse.ArgumentParser:
             "--unlocked-blocks", type=int, default=2, help="leading ViT blocks left trainable"
         )
         g.add_argument(
+            "--stem-only",
+            action="store_true",
+            help="train only the GS stem (backbone, head and text tower frozen; paper v2 stage 1)",
+        )
+        a = p.add_argument_group("splat-space augmentation (gscodec; distill: on by default)")
+        augmentation_flags(a)
+        a.add_argument(
+            "--aug-dropout",
+            type=float,
+            help="probability of dropping each splat (distill default 0.1, align 0)",
+        )
+        g.add_argument(
             "--backbone-lr-scale",
             type=float,
             default=0.1,
             help="LR factor of the unfrozen backbone",
         )
         return g
+
+    def augmentation_flags(a: Any) -> None:
+        a.add_argument(
+            "--aug-flip",
+            type=float,
+            help="probability of a horizontal flip (distill default 0.5, else 0)",
+        )
+        a.add_argument(
+            "--aug-min-crop",
+            type=float,
+            help="smallest crop side, fraction of the image (1: no crop/zoom; "
+            "distill default 0.7, else 1)",
+        )
+        a.add_argument(
+            "--aug-jitter",
+            type=float,
+            help="brightness/contrast/saturation factors uniform in [1-J, 1+J] "
+            "(distill default 0.2, else 0)",
+        )
 
     p = sub.add_parser("rgb", help="train an RGB CLIP teacher on image shards")
     training(p)
@@ -975,8 +1109,35 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--teacher", required=True, help="RGB teacher checkpoint (also the default --pretrained)"
     )
+    g.add_argument("--rgb-data", nargs="+", help="RGB shards holding the GS samples' keys")
     g.add_argument(
-        "--rgb-data", nargs="+", required=True, help="RGB shards holding the GS samples' keys"
+        "--teacher-embeddings",
+        nargs="+",
+        help="shards from gscodec-train embed: stored teacher targets instead of --rgb-data "
+        "(no teacher forward pass per step)",
+    )
+    g.add_argument(
+        "--distill-tokens",
+        choices=TOKEN_MODES,
+        help="also match the teacher's hidden tokens: 'pooled' (class token + mean token) or "
+        "'grid' (class token + patch grid pooled to the student's token grid)",
+    )
+    g.add_argument(
+        "--distill-tokens-layer",
+        type=int,
+        help="block after which tokens are matched (default: the last trainable one)",
+    )
+    g.add_argument(
+        "--distill-tokens-weight", type=float, default=1.0, help="weight of the token loss"
+    )
+    g.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        help="preset schedule; paper-v2: stage 1 stem-only distill (--epochs, default 2) into "
+        "LOGS/NAME-distill, then align (--align-epochs, default 5) into LOGS/NAME",
+    )
+    g.add_argument(
+        "--align-epochs", type=int, default=5, help="stage-2 epochs of --recipe paper-v2"
     )
     p = sub.add_parser("align", help="stage 2: contrastive alignment with the text tower")
     training(p)
@@ -986,6 +1147,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ablation: fresh, fully trainable image tower; only the text tower comes from --pretrained",
     )
+    p = sub.add_parser("embed", help="precompute teacher embeddings into shards (for distill)")
+    common(p)
+    p.add_argument("--train-data", nargs="+", required=True, help="RGB shards")
+    p.add_argument("--teacher", required=True, help="RGB teacher checkpoint")
+    p.add_argument("--output", required=True, help="folder for the embedding shards")
+    p.add_argument("--views", type=int, default=1, help="views per image (view 0: unaugmented)")
+    p.add_argument(
+        "--token-layer", type=int, help="also store the hidden tokens after this block"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the drawn views")
+    a = p.add_argument_group("augmentation of views 1..K-1")
+    augmentation_flags(a)
     p = sub.add_parser("eval", help="zero-shot classification / retrieval of a checkpoint")
     common(p)
     p.add_argument("--checkpoint", required=True, help="RGB or GS checkpoint file")
@@ -1011,17 +1184,65 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.command == "eval":
         return _run_eval(args)
     args.train_data = split_sources(args.train_data)
+    if args.command == "embed":
+        return _run_embed(args)
     if getattr(args, "rgb_data", None):
         args.rgb_data = split_sources(args.rgb_data)
     device = _setup_distributed(args)
     try:
         if args.name is None:
             args.name = default_run_name(args)
-        stage = build_stage(args)
-        return train(stage, args, device)
+        if getattr(args, "recipe", None) == "paper-v2":
+            return _run_paper_v2(args, device)
+        if args.epochs is None:
+            args.epochs = 1
+        return train(build_stage(args), args, device)
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+#: ``--recipe`` presets (`run` dispatches on the name).
+RECIPES = {
+    "paper-v2": "stage 1: stem-only distillation (MSE of normalized embeddings), "
+    "stage 2: contrastive alignment from its last checkpoint",
+}
+
+
+def _run_paper_v2(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """The paper's v2 recipe: stage 1 trains only the stem to match the teacher's
+    normalized embeddings (``--epochs``, default 2) in ``LOGS/NAME-distill``;
+    stage 2 trains stem + first blocks + head contrastively (``--align-epochs``,
+    default 5) from stage 1's checkpoint in ``LOGS/NAME``, the final model."""
+    first = argparse.Namespace(**vars(args))
+    first.name, first.stem_only, first.recipe = f"{args.name}-distill", True, None
+    first.epochs = args.epochs or 2
+    train(build_stage(first), first, device)
+    second = argparse.Namespace(**vars(args))
+    second.command, second.from_scratch, second.recipe = "align", False, None
+    second.pretrained = str(run_dir(first) / "checkpoints" / f"epoch_{first.epochs}.pt")
+    second.epochs = args.align_epochs
+    return train(build_stage(second), second, device)
+
+
+def _run_embed(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = _model_cfg(args, args.teacher)
+    augment = _augment(args)
+    record = write_teacher_embeddings(
+        create_rgb_model(cfg, args.teacher),
+        _preprocess(cfg, is_train=False),
+        args.train_data,
+        args.output,
+        n_views=args.views,
+        augment=augment,
+        seed=args.seed,
+        token_layer=args.token_layer,
+        batch_size=args.batch_size,
+        device=_device(args.device),
+        metadata={"teacher": str(args.teacher), "model_cfg": cfg},
+    )
+    logger.info("embed: wrote %s (%d views per image)", args.output, args.views)
+    return record
 
 
 #: What bad input raises (missing files, mismatched checkpoints, empty data,
