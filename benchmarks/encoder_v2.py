@@ -12,7 +12,7 @@
   same bpp.
 - ``finish``: Kodak-224, 400 splats, the v2 default fit: PSNR of the fit, of
   its file at each precision (``q.roundtrip``, format v2) and of the file of
-  its quantized finish (`gscodec.engine.quantized_finish`, what
+  its quantized finish (`gscodec.ratecontrol.quantized_finish`, what
   ``fit(quantize_for=...)`` and `gscodec.encode` return), with the finish's
   seconds per image.
 
@@ -93,7 +93,7 @@ def finish(args, images) -> None:
         after = np.mean([psnr(gscodec.render(q.roundtrip(s, precision)), im)
                          for s, im in zip(splats, images)])
         t0 = time.perf_counter()
-        finished = [gscodec.engine.quantized_finish(s, im, precision) for s, im in zip(splats, images)]
+        finished = [gscodec.ratecontrol.quantized_finish(s, im, precision) for s, im in zip(splats, images)]
         finish_sec = (time.perf_counter() - t0) / len(images)
         assert all(np.array_equal(q.roundtrip(f, precision).to_array(), f.to_array()) for f in finished)
         done = np.mean([psnr(gscodec.render(f), im) for f, im in zip(finished, images)])

@@ -40,8 +40,10 @@ constexpr float kDensifyStdScale = 0.5f;
 // x/cell, y/cell, log a, b/cell, log c, r, g, b (cell = sqrt(W*H/N) pixels).
 class Fitter {
  public:
-  Fitter(const ImageView& img, const FitOptions& opts, bool parallel)
-      : opts_(opts), w_(img.width), h_(img.height), parallel_(parallel),
+  // warm_start: normalized rows to start from (FitOptions::init_params), or null.
+  Fitter(const ImageView& img, const FitOptions& opts, bool parallel,
+         const std::vector<float>* warm_start)
+      : opts_(opts), warm_start_(warm_start), w_(img.width), h_(img.height), parallel_(parallel),
         plane_(size_t(img.width) * img.height) {
     target_.resize(3 * plane_);
     for (size_t p = 0; p < plane_; ++p)
@@ -54,17 +56,18 @@ class Fitter {
   FitResult run() {
     const int T = opts_.iterations;
     // The part of the budget densification adds later (none if no round runs).
-    held_ = T > 0 && opts_.densify_rounds > 0
+    held_ = !warm_start_ && T > 0 && opts_.densify_rounds > 0
                 ? std::min(opts_.n_splats - 1, int(std::lround(opts_.densify_fraction * opts_.n_splats)))
                 : 0;
     const int n0 = opts_.n_splats - held_;
-    if (opts_.init == InitMode::kGrid) init_grid(n0);
+    if (warm_start_) init_warm(*warm_start_);
+    else if (opts_.init == InitMode::kGrid) init_grid(n0);
     else if (opts_.init == InitMode::kContent) init_content(n0);
     else init_random(n0);
     m_.assign(params_.size(), 0.f);
     v_.assign(params_.size(), 0.f);
     age_.assign(n(), 0);
-    if (opts_.color_solve) solve_colors();
+    if (opts_.color_solve && !warm_start_) solve_colors();
     int round = 1;
     for (int it = 1; it <= T; ++it) {
       if (opts_.cancel && opts_.cancel->load(std::memory_order_relaxed)) {
@@ -72,6 +75,7 @@ class Fitter {
         r.cancelled = true;
         return r;
       }
+      snap_ = it > T - opts_.qat_iterations;
       step(it);
       maybe_prune(it);
       bool added = false;
@@ -94,11 +98,26 @@ class Fitter {
     boxes_.resize(n());
     for (int i = 0; i < n(); ++i) {
       const float* p = &params_[size_t(i) * kParamsPerSplat];
-      const float px[kParamsPerSplat] = {p[kX] * cell_, p[kY] * cell_, std::exp(p[kA]),
-                                         p[kB] * cell_, std::exp(p[kC]), p[kR], p[kG], p[kBlue]};
+      float px[kParamsPerSplat] = {p[kX] * cell_, p[kY] * cell_, std::exp(p[kA]),
+                                   p[kB] * cell_, std::exp(p[kC]), p[kR], p[kG], p[kBlue]};
+      if (snap_) snap_geometry(px);
       splats_[i] = from_pixel_params(px);
       boxes_[i] = cutoff_box(splats_[i], w_, h_);
     }
+  }
+
+  // Straight-through quantization: pixel-space geometry snapped to the grids of
+  // a version-2 file (positions in pixels, log l11 / log l22, l21 normalized);
+  // the gradient of the snapped render updates the unsnapped parameters.
+  void snap_geometry(float* px) const {
+    const auto snap = [](double v, double step) { return step * std::rint(v / step); };
+    const double w = w_, h = h_;
+    const std::array<double, 3>& step = opts_.qat_steps;
+    px[kX] = float(snap(px[kX], step[0]));
+    px[kY] = float(snap(px[kY], step[0]));
+    px[kA] = float(w * std::exp(snap(std::log(px[kA] / w), step[1])));
+    px[kB] = float(h * snap(px[kB] / h, step[2]));
+    px[kC] = float(h * std::exp(snap(std::log(px[kC] / h), step[1])));
   }
 
   void forward() {
@@ -171,6 +190,16 @@ class Fitter {
       const double cov = std::max(cover[c], 1e-6);
       for (int ch = 0; ch < 3; ++ch)
         params_[size_t(i) * kParamsPerSplat + kR + ch] = float(sum[3 * c + ch] / cov);
+    }
+  }
+
+  // Warm start: the given normalized rows in the optimizer's units.
+  void init_warm(const std::vector<float>& rows) {
+    for (size_t i = 0; i < rows.size() / kParamsPerSplat; ++i) {
+      const PixelSplat<float> s = to_pixel_splat(&rows[i * kParamsPerSplat], float(w_), float(h_));
+      const float p[kParamsPerSplat] = {s.mx / cell_, s.my / cell_, std::log(s.a), s.b / cell_,
+                                        std::log(s.c), s.r, s.g, s.bl};
+      params_.insert(params_.end(), p, p + kParamsPerSplat);
     }
   }
 
@@ -386,6 +415,7 @@ class Fitter {
   }
 
   const FitOptions& opts_;
+  const std::vector<float>* const warm_start_;
   const int w_, h_;
   const bool parallel_;
   const size_t plane_;
@@ -395,6 +425,7 @@ class Fitter {
   std::vector<int> age_;  // Adam steps each splat has taken
   int held_ = 0;          // splats densification adds
   int pruned_ = 0;
+  bool snap_ = false;     // render the geometry snapped to the file's grids
   std::vector<PixelSplat<float>> splats_;
   std::vector<PixelBox> boxes_;
   TileBins bins_;
@@ -406,6 +437,7 @@ std::vector<FitResult> fit_batch(const std::vector<ImageView>& images, const Fit
   const int b = static_cast<int>(images.size());
   const int threads = opts.threads > 0 ? opts.threads : omp_get_max_threads();
   std::vector<FitResult> results(b);
+  const auto warm_start = [&](int i) { return opts.init_params.empty() ? nullptr : &opts.init_params[i]; };
   // Enough images: one image per thread. Otherwise: one image at a time, each
   // using every thread if it is large enough to pay for the per-stage barriers
   // (on a busy machine a small image fitted by a thread team is hundreds of
@@ -413,13 +445,13 @@ std::vector<FitResult> fit_batch(const std::vector<ImageView>& images, const Fit
   if (b >= threads && threads > 1) {
     ParallelErrors errors;  // an exception must not leave the parallel region
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (int i = 0; i < b; ++i) errors.capture([&] { results[i] = Fitter(images[i], opts, false).run(); });
+    for (int i = 0; i < b; ++i) errors.capture([&] { results[i] = Fitter(images[i], opts, false, warm_start(i)).run(); });
     errors.rethrow();
   } else {
     const gs::ThreadCount scoped(threads);
     for (int i = 0; i < b; ++i) {
       const bool team = threads > 1 && worth_a_thread_team(images[i].width, images[i].height);
-      results[i] = Fitter(images[i], opts, team).run();
+      results[i] = Fitter(images[i], opts, team, warm_start(i)).run();
     }
   }
   return results;

@@ -131,11 +131,11 @@ def test_encode_writes_the_quantized_finish(sample_image):
     img = sample_image[:64, :64]
     encoded = gscodec.encode(img, n_splats=80, iterations=30)
     plain = gscodec.fit(img, 80, iterations=30)
-    finished = gscodec.engine.quantized_finish(plain, img, "q7")
+    finished = gscodec.ratecontrol.quantized_finish(plain, img, "q7")
     np.testing.assert_array_equal(encoded.splats.to_array(),
                                   gscodec.format.loads(gscodec.format.dumps(finished, precision="q7")).to_array())
     with pytest.raises(ValueError, match="image"):
-        gscodec.engine.quantized_finish(plain, img[:32], "q7")
+        gscodec.ratecontrol.quantized_finish(plain, img[:32], "q7")
 
 
 def test_solve_colors_binding_is_least_squares():
