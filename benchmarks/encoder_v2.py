@@ -99,6 +99,15 @@ def finish(args, images) -> None:
         done = np.mean([psnr(gscodec.render(f), im) for f, im in zip(finished, images)])
         print(f"| {precision} | {after:.3f} | {done:.3f} | {done - after:+.3f} | {fit_psnr - done:.3f} "
               f"| {finish_sec:.3f} |", flush=True)
+    for k in args.qat:  # straight-through steps warm-started from the fit, then the finish
+        for precision in args.precisions:
+            t0 = time.perf_counter()
+            finished = [gscodec.ratecontrol.finish_for(s, im, precision, iterations=k)
+                        for s, im in zip(splats, images)]
+            finish_sec = (time.perf_counter() - t0) / len(images)
+            done = np.mean([psnr(gscodec.render(f), im) for f, im in zip(finished, images)])
+            print(f"| {precision}, {k} straight-through steps first | | {done:.3f} | | "
+                  f"{fit_psnr - done:.3f} | {finish_sec:.3f} |", flush=True)
 
 
 def encode(args) -> None:
@@ -135,6 +144,8 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, nargs="+", default=[50, 100, 200, 500])
     ap.add_argument("--bpp", type=float, nargs="+", default=[0.5])
     ap.add_argument("--precisions", nargs="+", default=["q6", "q7", "q8"])
+    ap.add_argument("--qat", type=int, nargs="*", default=[],
+                    help="finish: also with this many straight-through steps first")
     args = ap.parse_args()
     print(header("python benchmarks/encoder_v2.py " + " ".join(sys.argv[1:])))
     if args.what == "encode":
