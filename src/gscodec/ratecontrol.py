@@ -35,7 +35,8 @@ MAX_FITS = 2
 # estimate is within about 4%, and trimming is cheaper than a refit.
 _AIM = 1.05
 # ... and this much more when the precision is reallocated afterwards: it
-# spared 6-10% of q7's bits on Kodak (docs/benchmarks.md, "Rate control").
+# spared 6-10% of q7's bits on Kodak-224, a few % on full Kodak images
+# (docs/benchmarks.md, "Rate control").
 _REALLOCATION_AIM = 1.10
 # Precisions rate control moves up to when the target needs more splats than
 # the image has pixels (more bits per splat is then the only way up).
