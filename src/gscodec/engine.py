@@ -20,7 +20,7 @@ from .quantize import MODE_QUANT, Precision, parse_precision
 from .splats import Splats
 
 __all__ = ["fit", "render", "render_batch", "backends", "MAX_SPLATS", "MAX_ITERATIONS",
-           "DEFAULT_ITERATIONS", "DEFAULT_QAT_ITERATIONS", "CPU_FIT", "PAPER_FIT"]
+           "DEFAULT_ITERATIONS", "DEFAULT_QAT_ITERATIONS", "QAT_LR_RATIO", "CPU_FIT", "PAPER_FIT"]
 
 
 def _core() -> ModuleType:
