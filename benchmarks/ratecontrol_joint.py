@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=engine.DEFAULT_ITERATIONS)
     ap.add_argument("--kodak224", action="store_true")
     ap.add_argument("--main", default="main", help="git ref of the old rate control")
+    ap.add_argument("--modes", nargs="+", default=["main", "new"], choices=["main", "new"])
     args = ap.parse_args()
     old = main_ratecontrol(args.main)
     fit = engine.fit
@@ -81,6 +82,8 @@ def main() -> None:
         image = kodak224(path) if args.kodak224 else np.asarray(Image.open(path).convert("RGB"))
         for target in args.targets:
             for label, encode in (("main", old.encode_to_rate), ("new", ratecontrol.encode_to_rate)):
+                if label not in args.modes:
+                    continue
                 calls.clear()
                 t0 = time.perf_counter()
                 data = encode(image, target, iterations=args.iterations)
@@ -98,7 +101,7 @@ def main() -> None:
     print("| target bpp | rate control | bpp | PSNR (dB) | splats | fits | s / image |")
     print("|---|---|---|---|---|---|---|")
     for target in args.targets:
-        for mode in ("main", "new"):
+        for mode in args.modes:
             r = [x for x in rows if x["target"] == target and x["mode"] == mode]
             print(f"| {target} | {mode} | {np.mean([x['bpp'] for x in r]):.3f} | "
                   f"{np.mean([x['psnr'] for x in r]):.2f} | "

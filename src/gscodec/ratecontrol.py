@@ -3,10 +3,10 @@
 `encode_to_rate` picks the splat count (and, when none is given, the
 precision) so that the file lands within `BPP_TOLERANCE` of the target with
 one fit: it fits a little over the count the target buys, trims the weakest
-splats to the target and finishes the rest (`finish_for`). With no precision
-given, count and precision are chosen together: the fit's precision is
-reallocated per field at the preset's distortion (`gscodec.quantize.allocate`)
-before trimming, and the fit aims over by what that typically saves.
+splats to the target, continues the fit of the rest for a few steps and
+finishes them (`finish_for`). With no precision given, count and precision
+are chosen together: the fit's precision is reallocated per field at the
+preset's distortion (`gscodec.quantize.allocate`) before trimming.
 ``gscodec.encode(..., bpp=)`` uses it, and ``gscodec.fit(quantize_for=...)``
 uses `quantized_finish`.
 """
@@ -34,10 +34,11 @@ MAX_FITS = 2
 # Fits aim this much over the count the target buys: the bits-per-splat
 # estimate is within about 4%, and trimming is cheaper than a refit.
 _AIM = 1.05
-# ... and this much more when the precision is reallocated afterwards: it
-# spared 6-10% of q7's bits on Kodak-224, a few % on full Kodak images
-# (docs/benchmarks.md, "Rate control").
-_REALLOCATION_AIM = 1.10
+# A trimmed fit continues (warm start, on the CPU) for this part of its
+# iterations at these step sizes, so the kept splats cover what the trimmed
+# ones did: +0.2 dB on Kodak-224 (docs/benchmarks.md, "Rate control").
+_HEAL_SHARE = 0.2
+_HEAL_STEPS = dict(lr_position=0.03, lr_covariance=0.03, lr_color=0.004)
 # Precisions rate control moves up to when the target needs more splats than
 # the image has pixels (more bits per splat is then the only way up).
 _FINER = ("q7", "q8", "q10", "fp16", "fp32")
@@ -156,11 +157,11 @@ def encode_to_rate(pixels: np.ndarray, bpp: float, *, precision: str | None = No
     file of this image can reach. With ``precision`` None the result may use
     an explicit ``"q:..."`` precision (the preset's distortion, fewer bits).
 
-    One fit, a little over the splat count the target buys (with ``precision``
-    None, also over what reallocating the precision saves); the file is then
-    trimmed of its weakest splats to the target and finished (`finish_for`,
-    on the CPU). A second fit happens only when the first lands more than
-    the tolerance under the target.
+    One fit, a little over the splat count the target buys; the file is then
+    trimmed of its weakest splats to the target, the rest refined by a short
+    warm-started fit and finished (`finish_for`; both on the CPU). A second
+    fit happens only when the first lands more than the tolerance under the
+    target.
     """
     if isinstance(bpp, bool) or not isinstance(bpp, (int, float)) or not bpp > 0 \
             or not math.isfinite(bpp):
@@ -176,16 +177,18 @@ def encode_to_rate(pixels: np.ndarray, bpp: float, *, precision: str | None = No
                          _FINER[-1])
         reallocate = q.parse_precision(precision).mode == q.MODE_QUANT
     # Aim high: a file over the target is trimmed, one under it needs a refit.
-    aim = _AIM * (_REALLOCATION_AIM if reallocate else 1.0)
-    n = min(max_n, _splats_for(target * aim, precision, width, height))
+    n = min(max_n, _splats_for(target * _AIM, precision, width, height))
     for attempt in range(MAX_FITS):
         splats = engine.fit(pixels, n, iterations=iterations, device=device)
         if reallocate:
             precision = _reallocate(splats, precision)
             reallocate = False
+        kept = _trim(splats, precision, target)
+        if len(kept) < len(splats):
+            kept = engine.fit(pixels, len(kept), init=kept, device="cpu",
+                              iterations=max(1, round(iterations * _HEAL_SHARE)), **_HEAL_STEPS)
         # The finish's colours may cost a few bits more: trim again (no-op if not).
-        kept = _trim(finish_for(_trim(splats, precision, target), pixels, precision),
-                     precision, target)
+        kept = _trim(finish_for(kept, pixels, precision), precision, target)
         data = fmt.dumps(kept, precision=precision)
         bits = len(data) * 8
         if bits >= target * (1 - BPP_TOLERANCE) or n >= max_n or attempt + 1 == MAX_FITS:
