@@ -12,14 +12,15 @@
   same bpp.
 - ``finish``: Kodak-224, 400 splats, the v2 default fit: PSNR of the fit, of
   its file at each precision (``q.roundtrip``, format v2) and of the file of
-  its quantized finish (`gscodec.engine.quantized_finish`, what
+  its quantized finish (`gscodec.ratecontrol.quantized_finish`, what
   ``fit(quantize_for=...)`` and `gscodec.encode` return), with the finish's
-  seconds per image.
+  seconds per image. ``--groups``: the q7 loss per field group; ``--qat K``:
+  the finish after K straight-through steps (``fit(qat_iterations=K)``).
 
     nice -n 10 python benchmarks/encoder_v2.py convergence --iterations 50 100 200 500
     nice -n 10 python benchmarks/encoder_v2.py ablation --iterations 100
     nice -n 10 python benchmarks/encoder_v2.py encode --images 2 --bpp 0.5
-    nice -n 10 python benchmarks/encoder_v2.py finish --images 8 --iterations 200
+    nice -n 10 python benchmarks/encoder_v2.py finish --images 8 --iterations 200 --groups --qat 20
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from PIL import Image
 import gscodec
 from gscodec import format as fmt
 from gscodec import image as gsimage
+from gscodec import _core
 from gscodec import quantize as q
 from common import header, kodak224, kodak_paths
 from gscodec.metrics import psnr
@@ -93,12 +95,58 @@ def finish(args, images) -> None:
         after = np.mean([psnr(gscodec.render(q.roundtrip(s, precision)), im)
                          for s, im in zip(splats, images)])
         t0 = time.perf_counter()
-        finished = [gscodec.engine.quantized_finish(s, im, precision) for s, im in zip(splats, images)]
+        finished = [gscodec.ratecontrol.quantized_finish(s, im, precision) for s, im in zip(splats, images)]
         finish_sec = (time.perf_counter() - t0) / len(images)
         assert all(np.array_equal(q.roundtrip(f, precision).to_array(), f.to_array()) for f in finished)
         done = np.mean([psnr(gscodec.render(f), im) for f, im in zip(finished, images)])
         print(f"| {precision} | {after:.3f} | {done:.3f} | {done - after:+.3f} | {fit_psnr - done:.3f} "
               f"| {finish_sec:.3f} |", flush=True)
+    if args.groups:
+        finish_groups(splats, images, fit_psnr)
+    for k in args.qat:  # straight-through steps warm-started from the fit, then the finish
+        for precision in args.precisions:
+            t0 = time.perf_counter()
+            finished = [gscodec.ratecontrol.finish_for(s, im, precision, iterations=k)
+                        for s, im in zip(splats, images)]
+            finish_sec = (time.perf_counter() - t0) / len(images)
+            done = np.mean([psnr(gscodec.render(f), im) for f, im in zip(finished, images)])
+            print(f"| {precision}, {k} straight-through steps first | | {done:.3f} | | "
+                  f"{fit_psnr - done:.3f} | {finish_sec:.3f} |", flush=True)
+
+
+def finish_groups(splats, images, fit_psnr) -> None:
+    """Where q7's loss comes from: one field group at q7's grid, the others
+    near lossless (1/16 pixel, 14 bits), written as is and with the colours
+    re-solved (float) for the quantized geometry; then colour bits after the
+    solve on q7's geometry."""
+    fine = dict(pos=4, scale=14, shear=14, color=14)
+
+    def spec(**k):
+        return "q:" + ",".join(f"{g}={'+' if g == 'pos' else ''}{b}" for g, b in dict(fine, **k).items())
+
+    def solved(s, im, precision):
+        g = q.roundtrip(s, precision).to_array()
+        g[:, 5:] = _core.solve_colors(g, np.ascontiguousarray(im), 0)
+        return g
+
+    def loss(arrays):
+        return fit_psnr - np.mean([psnr(gscodec.render(gscodec.Splats.from_array(a, 224, 224)), im)
+                                   for a, im in zip(arrays, images)])
+
+    print("\n| quantized (q7 grid) | loss, written as is | loss, colours re-solved (float) |")
+    print("|---|---:|---:|")
+    for name, precision in (("positions", spec(pos=2)), ("log sizes", spec(scale=7)),
+                            ("shear", spec(shear=7)), ("colours", spec(color=7)),
+                            ("geometry", spec(pos=2, scale=7, shear=7)), ("all (q7)", "q7")):
+        as_is = loss([q.roundtrip(s, precision).to_array() for s in splats])
+        resolved = loss([solved(s, im, precision) for s, im in zip(splats, images)])
+        print(f"| {name} | {as_is:.3f} | {resolved:.3f} |", flush=True)
+    print("\n| q7 geometry, colours re-solved then quantized at | loss |\n|---|---:|")
+    for bits in (7, 8, 9):
+        precision = spec(pos=2, scale=7, shear=7, color=bits)
+        finished = [q.roundtrip(gscodec.Splats.from_array(solved(s, im, precision), 224, 224),
+                                precision).to_array() for s, im in zip(splats, images)]
+        print(f"| {bits} bits | {loss(finished):.3f} |", flush=True)
 
 
 def encode(args) -> None:
@@ -135,6 +183,10 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, nargs="+", default=[50, 100, 200, 500])
     ap.add_argument("--bpp", type=float, nargs="+", default=[0.5])
     ap.add_argument("--precisions", nargs="+", default=["q6", "q7", "q8"])
+    ap.add_argument("--groups", action="store_true",
+                    help="finish: the q7 loss per field group")
+    ap.add_argument("--qat", type=int, nargs="*", default=[],
+                    help="finish: also with this many straight-through steps first")
     args = ap.parse_args()
     print(header("python benchmarks/encoder_v2.py " + " ".join(sys.argv[1:])))
     if args.what == "encode":

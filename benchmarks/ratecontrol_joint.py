@@ -1,70 +1,107 @@
-"""Rate control with count and precision chosen together vs at a fixed preset.
+"""Rate control: one fit (this checkout) against main's refits, in one run.
 
-For each Kodak-224 image and target bpp, `gscodec.encode(..., bpp=)` twice
-with the same fit settings: ``precision="q7"`` (only the splat count adapts)
-and the default (q7's distortion, per-field precision reallocated by
-`gscodec.quantize.allocate`, the bits saved spent on splats). Reports the
-achieved bpp, PSNR against the image, splat count and fits made.
+For each image and target bpp, ``gscodec.encode(..., bpp=)`` with no
+precision given (count and precision chosen together) by this checkout's
+`gscodec.ratecontrol` ("new": one fit a little over the count, precision
+reallocated, weakest splats trimmed, then the finish) and by main's
+(``git show main:src/gscodec/ratecontrol.py``, run on this build, whose fit
+from scratch is main's: "main": refits after reallocating, up to 3 fits).
+Reports bpp, PSNR of the decoded file against the image, splats, fits from
+scratch and seconds. ``--kodak224`` uses the 224 x 224 crops instead of the
+full 768 x 512 images.
 
-    nice -n 10 .venv/bin/python benchmarks/ratecontrol_joint.py --images 4 --iterations 300
+    nice -n 10 .venv/bin/python benchmarks/ratecontrol_joint.py --images 4
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, kodak224, kodak_paths  # noqa: E402
 
 import gscodec  # noqa: E402
-from gscodec import engine  # noqa: E402
+from gscodec import engine, ratecontrol  # noqa: E402
 from gscodec.metrics import psnr  # noqa: E402
+from gscodec.splats import Splats  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main_ratecontrol(ref: str):
+    """main's rate control module, bound to this build's `gscodec` package
+    (its ``engine.quantized_finish`` is ``ratecontrol.quantized_finish`` now)."""
+    source = subprocess.run(["git", "show", f"{ref}:src/gscodec/ratecontrol.py"], cwd=REPO,
+                            check=True, capture_output=True, text=True).stdout
+    spec = importlib.util.spec_from_loader("gscodec._ratecontrol_main", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "gscodec"
+    exec(compile(source, f"{ref}:src/gscodec/ratecontrol.py", "exec"), module.__dict__)
+
+    class Engine:  # main's engine as rate control sees it
+        def __getattr__(self, name):
+            if name == "quantized_finish":
+                return ratecontrol.quantized_finish
+            return getattr(engine, name)
+
+    module.engine = Engine()
+    return module
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.5, 1.0])
-    ap.add_argument("--iterations", type=int, default=300)
+    ap.add_argument("--iterations", type=int, default=engine.DEFAULT_ITERATIONS)
+    ap.add_argument("--kodak224", action="store_true")
+    ap.add_argument("--main", default="main", help="git ref of the old rate control")
+    ap.add_argument("--modes", nargs="+", default=["main", "new"], choices=["main", "new"])
     args = ap.parse_args()
+    old = main_ratecontrol(args.main)
     fit = engine.fit
     calls: list[int] = []
 
     def counting_fit(*a, **k):
-        calls.append(1)
+        if not isinstance(k.get("init"), Splats):  # the finish's warm start is no fit
+            calls.append(1)
         return fit(*a, **k)
 
-    engine.fit = counting_fit  # counts the fits rate control makes
+    engine.fit = counting_fit
     rows = []
     for path in kodak_paths(args.images):
-        image = kodak224(path)
+        image = kodak224(path) if args.kodak224 else np.asarray(Image.open(path).convert("RGB"))
         for target in args.targets:
-            for label, precision in (("q7", "q7"), ("joint", None)):
+            for label, encode in (("main", old.encode_to_rate), ("new", ratecontrol.encode_to_rate)):
+                if label not in args.modes:
+                    continue
                 calls.clear()
                 t0 = time.perf_counter()
-                g = gscodec.encode(image, bpp=target, precision=precision,
-                                   iterations=args.iterations)
+                data = encode(image, target, iterations=args.iterations)
                 seconds = time.perf_counter() - t0
-                out = np.asarray(gscodec.decode(g.tobytes()))
+                g = gscodec.open(data)
                 rows.append(dict(image=path.stem, target=target, mode=label, bpp=g.info["bpp"],
-                                 psnr=psnr(out, image), splats=g.n_splats, fits=len(calls),
-                                 precision=g.precision, seconds=seconds))
+                                 psnr=psnr(np.asarray(gscodec.decode(data)), image),
+                                 splats=g.n_splats, fits=len(calls), precision=g.precision,
+                                 seconds=seconds))
                 print(rows[-1], flush=True)
     command = "benchmarks/ratecontrol_joint.py " + " ".join(sys.argv[1:])
     print(header(command))
-    print(f"Kodak-224, first {args.images} images, {args.iterations} iterations; means:\n")
-    print("| target bpp | mode | bpp | PSNR (dB) | splats | fits | s / image |")
+    size = "Kodak-224" if args.kodak224 else "Kodak 768x512"
+    print(f"{size}, first {args.images} images, {args.iterations} iterations; means:\n")
+    print("| target bpp | rate control | bpp | PSNR (dB) | splats | fits | s / image |")
     print("|---|---|---|---|---|---|---|")
     for target in args.targets:
-        for mode in ("q7", "joint"):
+        for mode in args.modes:
             r = [x for x in rows if x["target"] == target and x["mode"] == mode]
             print(f"| {target} | {mode} | {np.mean([x['bpp'] for x in r]):.3f} | "
                   f"{np.mean([x['psnr'] for x in r]):.2f} | "

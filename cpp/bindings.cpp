@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <future>
 #include <stdexcept>
 #include <string>
@@ -115,6 +116,18 @@ std::vector<uint64_t> decode_work(const std::vector<CArray<float>>& params, cons
 
 py::list fit(const std::vector<CArray<uint8_t>>& images, const gs::FitOptions& opts) {
   const std::vector<gs::ImageView> views = fit_images(images, opts);
+  if (!opts.init_params.empty()) {
+    if (opts.init_params.size() != images.size())
+      throw std::invalid_argument("options.init_params must hold one splat set per image");
+    for (const std::vector<float>& rows : opts.init_params)
+      if (rows.size() != size_t(opts.n_splats) * gs::kParamsPerSplat)
+        throw std::invalid_argument("options.init_params: each set must hold n_splats x 8 floats");
+  }
+  if (opts.qat_iterations < 0 || opts.qat_iterations > opts.iterations)
+    throw std::invalid_argument("options.qat_iterations must be in 0..iterations");
+  for (double step : opts.qat_steps)
+    if (opts.qat_iterations > 0 && !(step > 0 && std::isfinite(step)))
+      throw std::invalid_argument("options.qat_steps must be positive and finite");
   // The fit runs on a worker thread while this one, every kSignalPollMs, takes
   // the GIL to let Python run its signal handlers: Ctrl-C raises
   // KeyboardInterrupt here, and the fit, which polls `cancel` every iteration,
@@ -299,6 +312,9 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("densify_rounds", &gs::FitOptions::densify_rounds)
       .def_readwrite("respawn_fraction", &gs::FitOptions::respawn_fraction)
       .def_readwrite("color_solve", &gs::FitOptions::color_solve)
+      .def_readwrite("init_params", &gs::FitOptions::init_params)
+      .def_readwrite("qat_iterations", &gs::FitOptions::qat_iterations)
+      .def_readwrite("qat_steps", &gs::FitOptions::qat_steps)
       .def_readwrite("threads", &gs::FitOptions::threads);
 
   m.def("render_batch", &render_batch, py::arg("params"), py::arg("widths"), py::arg("heights"),

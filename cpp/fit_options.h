@@ -44,6 +44,18 @@ struct FitOptions {
   // Colours by exact least squares after init, after each densification round
   // and at the end (the render is linear in the colours).
   bool color_solve = false;
+  // Warm start (CPU backend only): when not empty, image i's fit starts from
+  // init_params[i] (n_splats normalized rows, N x 8 flattened, as a fit returns
+  // them) instead of an init; nothing is densified or respawned and the
+  // colours are kept until the final colour solve.
+  std::vector<std::vector<float>> init_params;
+  // Straight-through quantization (CPU backend only): the last qat_iterations
+  // steps render the geometry snapped to a version-2 file's grids (value =
+  // step * rint(value / step)) on x*W and y*H (step qat_steps[0], pixels), log
+  // l11 and log l22 (qat_steps[1]) and l21 (qat_steps[2]), while the gradients
+  // update the unsnapped values; the fit returns the snapped geometry.
+  int qat_iterations = 0;
+  std::array<double, 3> qat_steps = {0.0, 0.0, 0.0};
   int threads = 0;  // 0: all the cores OpenMP sees
   // Polled once per iteration; when set, the fit stops and returns nothing.
   const std::atomic<bool>* cancel = nullptr;

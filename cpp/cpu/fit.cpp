@@ -41,8 +41,10 @@ constexpr float kDensifyStdScale = 0.5f;
 // x/cell, y/cell, log a, b/cell, log c, r, g, b (cell = sqrt(W*H/N) pixels).
 class Fitter {
  public:
-  Fitter(const ImageView& img, const FitOptions& opts, bool parallel)
-      : opts_(opts), w_(img.width), h_(img.height), parallel_(parallel),
+  // warm_start: normalized rows to start from (FitOptions::init_params), or null.
+  Fitter(const ImageView& img, const FitOptions& opts, bool parallel,
+         const std::vector<float>* warm_start)
+      : opts_(opts), warm_start_(warm_start), w_(img.width), h_(img.height), parallel_(parallel),
         plane_(size_t(img.width) * img.height) {
     target_.resize(3 * plane_);
     for (size_t p = 0; p < plane_; ++p)
@@ -60,6 +62,7 @@ class Fitter {
         r.cancelled = true;
         return r;
       }
+      snap_ = it > opts_.iterations - opts_.qat_iterations;
       step(it);
       maybe_prune(it);
       if (phase_due(it)) between_phases(it);
@@ -73,15 +76,16 @@ class Fitter {
 
   // Initialization, fresh optimizer state, the first colour solve.
   void begin() {
-    held_ = densify_held(opts_);
+    held_ = warm_start_ ? 0 : densify_held(opts_);
     const int n0 = opts_.n_splats - held_;
-    if (opts_.init == InitMode::kGrid) init_grid(n0);
+    if (warm_start_) init_warm(*warm_start_);
+    else if (opts_.init == InitMode::kGrid) init_grid(n0);
     else if (opts_.init == InitMode::kContent) init_content(n0);
     else init_random(n0);
     m_.assign(params_.size(), 0.f);
     v_.assign(params_.size(), 0.f);
     age_.assign(n(), 0);
-    if (opts_.color_solve) solve_colors();
+    if (opts_.color_solve && !warm_start_) solve_colors();
   }
 
   // Whether a densification round falls on step `it` (after its prune).
@@ -120,11 +124,26 @@ class Fitter {
     boxes_.resize(n());
     for (int i = 0; i < n(); ++i) {
       const float* p = &params_[size_t(i) * kParamsPerSplat];
-      const float px[kParamsPerSplat] = {p[kX] * cell_, p[kY] * cell_, std::exp(p[kA]),
-                                         p[kB] * cell_, std::exp(p[kC]), p[kR], p[kG], p[kBlue]};
+      float px[kParamsPerSplat] = {p[kX] * cell_, p[kY] * cell_, std::exp(p[kA]),
+                                   p[kB] * cell_, std::exp(p[kC]), p[kR], p[kG], p[kBlue]};
+      if (snap_) snap_geometry(px);
       splats_[i] = from_pixel_params(px);
       boxes_[i] = cutoff_box(splats_[i], w_, h_);
     }
+  }
+
+  // Straight-through quantization: pixel-space geometry snapped to the grids of
+  // a version-2 file (positions in pixels, log l11 / log l22, l21 normalized);
+  // the gradient of the snapped render updates the unsnapped parameters.
+  void snap_geometry(float* px) const {
+    const auto snap = [](double v, double step) { return step * std::rint(v / step); };
+    const double w = w_, h = h_;
+    const std::array<double, 3>& step = opts_.qat_steps;
+    px[kX] = float(snap(px[kX], step[0]));
+    px[kY] = float(snap(px[kY], step[0]));
+    px[kA] = float(w * std::exp(snap(std::log(px[kA] / w), step[1])));
+    px[kB] = float(h * snap(px[kB] / h, step[2]));
+    px[kC] = float(h * std::exp(snap(std::log(px[kC] / h), step[1])));
   }
 
   void forward() {
@@ -197,6 +216,16 @@ class Fitter {
       const double cov = std::max(cover[c], 1e-6);
       for (int ch = 0; ch < 3; ++ch)
         params_[size_t(i) * kParamsPerSplat + kR + ch] = float(sum[3 * c + ch] / cov);
+    }
+  }
+
+  // Warm start: the given normalized rows in the optimizer's units.
+  void init_warm(const std::vector<float>& rows) {
+    for (size_t i = 0; i < rows.size() / kParamsPerSplat; ++i) {
+      const PixelSplat<float> s = to_pixel_splat(&rows[i * kParamsPerSplat], float(w_), float(h_));
+      const float p[kParamsPerSplat] = {s.mx / cell_, s.my / cell_, std::log(s.a), s.b / cell_,
+                                        std::log(s.c), s.r, s.g, s.bl};
+      params_.insert(params_.end(), p, p + kParamsPerSplat);
     }
   }
 
@@ -412,6 +441,7 @@ class Fitter {
   }
 
   const FitOptions& opts_;
+  const std::vector<float>* const warm_start_;
   const int w_, h_;
   const bool parallel_;
   const size_t plane_;
@@ -422,6 +452,7 @@ class Fitter {
   int held_ = 0;          // splats densification adds
   int round_ = 1;         // the next densification round
   int pruned_ = 0;
+  bool snap_ = false;     // render the geometry snapped to the file's grids
   std::vector<PixelSplat<float>> splats_;
   std::vector<PixelBox> boxes_;
   TileBins bins_;
@@ -454,7 +485,7 @@ class FitterPhases final : public FitPhases {
   FitterPhases(const std::vector<ImageView>& images, const FitOptions& opts)
       : images_(images), opts_(opts), fitters_(images.size()) {
     for_each_image(images_, opts_, [&](int i, bool team) {
-      fitters_[i] = std::make_unique<Fitter>(images_[i], opts_, team);
+      fitters_[i] = std::make_unique<Fitter>(images_[i], opts_, team, nullptr);
     });
   }
   void begin() override {
@@ -482,8 +513,12 @@ class FitterPhases final : public FitPhases {
 
 std::vector<FitResult> fit_batch(const std::vector<ImageView>& images, const FitOptions& opts) {
   std::vector<FitResult> results(images.size());
-  for_each_image(images, opts,
-                 [&](int i, bool team) { results[i] = Fitter(images[i], opts, team).run(); });
+  const auto warm_start = [&](int i) {
+    return opts.init_params.empty() ? nullptr : &opts.init_params[i];
+  };
+  for_each_image(images, opts, [&](int i, bool team) {
+    results[i] = Fitter(images[i], opts, team, warm_start(i)).run();
+  });
   return results;
 }
 

@@ -131,11 +131,83 @@ def test_encode_writes_the_quantized_finish(sample_image):
     img = sample_image[:64, :64]
     encoded = gscodec.encode(img, n_splats=80, iterations=30)
     plain = gscodec.fit(img, 80, iterations=30)
-    finished = gscodec.engine.quantized_finish(plain, img, "q7")
+    finished = gscodec.ratecontrol.quantized_finish(plain, img, "q7")
     np.testing.assert_array_equal(encoded.splats.to_array(),
                                   gscodec.format.loads(gscodec.format.dumps(finished, precision="q7")).to_array())
     with pytest.raises(ValueError, match="image"):
-        gscodec.engine.quantized_finish(plain, img[:32], "q7")
+        gscodec.ratecontrol.quantized_finish(plain, img[:32], "q7")
+
+
+def test_warm_start_with_no_steps_returns_the_splats():
+    img = smooth_image(np.random.default_rng(1), 40, 32)
+    start = gscodec.fit(img, 30, iterations=20)
+    same, stats = gscodec.fit(img, 30, init=start, iterations=0, return_stats=True)
+    np.testing.assert_allclose(same.to_array(), start.to_array(), rtol=1e-6, atol=1e-7)
+    assert stats["psnr"] == pytest.approx(psnr(gscodec.render(start), img), abs=0.01)
+    # a list warm-starts a batch, one set per image
+    pair = gscodec.fit([img, img[:16]], 30, init=[start, gscodec.fit(img[:16], 30, iterations=5)],
+                       iterations=0)
+    np.testing.assert_allclose(pair[0].to_array(), start.to_array(), rtol=1e-6, atol=1e-7)
+
+
+def test_warm_start_continues_the_fit_deterministically():
+    """More steps from a fit's splats lower its loss (the fit continues where
+    it stopped instead of starting over), and the same inputs give the same
+    splats whatever the thread count."""
+    img = smooth_image(np.random.default_rng(2), 48, 40)
+    start, first = gscodec.fit(img, 40, iterations=30, return_stats=True)
+    kw = dict(init=start, iterations=30, lr_position=0.02, lr_covariance=0.02, lr_color=0.005,
+              return_stats=True)
+    more, stats = gscodec.fit(img, 40, threads=1, **kw)
+    assert len(more) == 40 and stats["psnr"] > first["psnr"]
+    assert gscodec.fit(img, 40, threads=2, **kw)[0] == more
+
+
+def test_warm_start_rejects_mismatched_splats():
+    img = smooth_image(np.random.default_rng(3), 16, 24)
+    start = gscodec.fit(img, 10, iterations=2)
+    with pytest.raises(ValueError, match="init holds 10 splats, n_splats is 11"):
+        gscodec.fit(img, 11, init=start)
+    with pytest.raises(ValueError, match=r"init is for a 24x16 image, the image is 16x16"):
+        gscodec.fit(img[:, :16], 10, init=start)
+    with pytest.raises(ValueError, match="init holds 1 splat sets for 2 images"):
+        gscodec.fit([img, img], 10, init=[start])
+    with pytest.raises(TypeError, match=r"init\[1\] must be gscodec.Splats"):
+        gscodec.fit([img, img], 10, init=[start, "grid"])
+    with pytest.raises(TypeError, match="init must be"):
+        gscodec.fit(img, 10, init=3)
+
+
+def test_qat_iterations_are_checked(sample_image):
+    img = sample_image[:8, :8]
+    with pytest.raises(ValueError, match="qat_iterations needs quantize_for"):
+        gscodec.fit(img, 4, qat_iterations=3)
+    with pytest.raises(ValueError, match="qat_iterations must be in"):
+        gscodec.fit(img, 4, quantize_for="q7", qat_iterations=-1)
+    with pytest.raises(TypeError, match="qat_iterations must be an int"):
+        gscodec.fit(img, 4, quantize_for="q7", qat_iterations=2.5)
+
+
+def test_straight_through_steps_render_the_files_geometry(sample_image):
+    """Quantization-aware steps that move nothing (step sizes 0) render the
+    geometry exactly as the file stores it: their result is the plain
+    quantized finish; steps that move keep the result on the file's grids
+    and deterministic."""
+    img = sample_image[:64, :96]
+    start = gscodec.fit(img, 120, iterations=40)
+    frozen = gscodec.fit(img, 120, init=start, iterations=0, quantize_for="q7", qat_iterations=3,
+                         lr_position=0.0, lr_covariance=0.0, lr_color=0.0)
+
+    def rows(s):  # the file stores splats in its own (Morton) order
+        a = s.to_array()
+        return a[np.lexsort(a.T[::-1])]
+    plain = gscodec.ratecontrol.quantized_finish(start, img, "q7")
+    np.testing.assert_array_equal(rows(frozen)[:, :5], rows(plain)[:, :5])
+    moved = gscodec.fit(img, 120, init=start, iterations=0, quantize_for="q7", qat_iterations=5)
+    stored = gscodec.format.loads(gscodec.format.dumps(moved, precision="q7"))
+    np.testing.assert_array_equal(rows(stored), rows(moved))
+    assert gscodec.fit(img, 120, init=start, iterations=0, quantize_for="q7",
+                       qat_iterations=5) == moved
 
 
 def test_solve_colors_binding_is_least_squares():

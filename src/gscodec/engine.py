@@ -20,7 +20,7 @@ from .quantize import MODE_QUANT, Precision, parse_precision
 from .splats import Splats
 
 __all__ = ["fit", "render", "render_batch", "backends", "MAX_SPLATS", "MAX_ITERATIONS",
-           "DEFAULT_ITERATIONS", "CPU_FIT", "PAPER_FIT"]
+           "DEFAULT_ITERATIONS", "DEFAULT_QAT_ITERATIONS", "QAT_LR_RATIO", "CPU_FIT", "PAPER_FIT"]
 
 
 def _core() -> ModuleType:
@@ -31,6 +31,16 @@ def _core() -> ModuleType:
 #: `fit`'s default iteration count, chosen by measured time-to-quality
 #: (docs/benchmarks.md, "Encoder v2").
 DEFAULT_ITERATIONS = 200
+
+#: Quantization-aware steps (straight-through on the file's geometry grids)
+#: a ``quantize_for`` fit adds after its iterations. Off: measured, they buy
+#: about 0.02 dB at q7 and are erratic on small fits (docs/benchmarks.md,
+#: "Quantized finish on format v2"); the option stays for the ablation.
+DEFAULT_QAT_ITERATIONS = 0
+#: The quantization-aware steps' Adam step sizes, relative to the fit's: a
+#: restarted Adam moves every parameter by about its step size, and larger
+#: steps than this lost more than the snapping saved (measured).
+QAT_LR_RATIO = 0.0003
 
 #: The paper's fit (grid init, Adam, optional luminance pruning): the
 #: ablation's baseline, on both backends.
@@ -252,7 +262,7 @@ def fit(
     n_splats: int,
     *,
     iterations: int = DEFAULT_ITERATIONS,
-    init: str | None = None,
+    init: str | Splats | Sequence[Splats] | None = None,
     seed: int = 0,
     lr_position: float | None = None,
     lr_covariance: float | None = None,
@@ -266,6 +276,7 @@ def fit(
     respawn_fraction: float | None = None,
     color_solve: bool | None = None,
     quantize_for: str | None = None,
+    qat_iterations: int | None = None,
     threads: int = 0,
     device: str = "auto",
     return_stats: bool = False,
@@ -288,7 +299,10 @@ def fit(
       from the local density of centres; ``"grid"``: the paper's
       structured initialization (grid centres, isotropic covariance of the
       cell's inscribed circle, cell-mean colour); ``"random"``: uniform random
-      centres and colours (ablation baseline).
+      centres and colours (ablation baseline). A `Splats` (or, for several
+      images, a list with one per image) warm-starts the fit from those
+      splats (CPU only): each must hold ``n_splats`` splats of its image's
+      size; nothing is densified or respawned, and 0 iterations return them.
     - ``lr_position`` / ``lr_covariance`` / ``lr_color``: Adam step sizes per
       group (positions in grid-cell units, Cholesky diagonal in log units),
       decayed by a cosine schedule to ``lr_final_ratio`` times their value.
@@ -308,8 +322,13 @@ def fit(
       `gscodec.quantize`): the splats are returned as a (version 2) file of
       that precision holds them: the fitted geometry quantized, the colours
       re-solved by least squares for that geometry, then quantized too (see
-      `quantized_finish`), so the file reproduces the returned splats and
-      ``psnr`` is what a decoder gets.
+      `gscodec.ratecontrol.quantized_finish`), so the file reproduces the
+      returned splats and ``psnr`` is what a decoder gets. Before that,
+      ``qat_iterations`` more steps (default `DEFAULT_QAT_ITERATIONS`) are
+      quantization-aware: they render the geometry snapped to the file's
+      grids (positions, log sizes, shear; straight-through gradients update
+      the unsnapped values), Adam restarted at `QAT_LR_RATIO` times the step
+      sizes.
     - ``seed``: random and content init and densification are functions of the
       seed (grid init uses none). On the CPU the same inputs and seed always
       give bit-identical splats, whatever the batch composition or thread
@@ -334,9 +353,14 @@ def fit(
     _check_number("prune_every", prune_every, 1, MAX_ITERATIONS, integer=True)
     _check_number("densify_rounds", densify_rounds, 1, 1000, integer=True)
     backend = _resolve_device(device)
-    given = dict(init=init, lr_position=lr_position, lr_covariance=lr_covariance,
-                 lr_color=lr_color, densify_fraction=densify_fraction,
-                 respawn_fraction=respawn_fraction, color_solve=color_solve)
+    warm = None if init is None or isinstance(init, str) else _warm_start(init, image_list, single)
+    if warm is not None and backend == "cuda":
+        raise ValueError("init=Splats (a warm start) is implemented on the CPU backend only; "
+                         "use device='cpu'")
+    given = dict(init=None if warm is not None else init, lr_position=lr_position,
+                 lr_covariance=lr_covariance, lr_color=lr_color,
+                 densify_fraction=densify_fraction, respawn_fraction=respawn_fraction,
+                 color_solve=color_solve)
     o = {k: (CPU_FIT[k] if v is None else v) for k, v in given.items()}
     for name in ("lr_position", "lr_covariance", "lr_color"):
         _check_number(name, o[name], 0.0, 10.0)
@@ -348,8 +372,15 @@ def fit(
     if not isinstance(o["color_solve"], (bool, np.bool_)):
         raise TypeError(f"color_solve must be a bool, got {type(o['color_solve']).__name__}")
     if o["init"] not in ("grid", "random", "content"):
-        raise ValueError(f"init must be 'grid', 'random' or 'content', got {o['init']!r}")
+        raise ValueError(f"init must be 'grid', 'random', 'content' or gscodec.Splats, "
+                         f"got {o['init']!r}")
     finish_precision = _quantized_precision(quantize_for)
+    if qat_iterations is not None and finish_precision is None:
+        raise ValueError("qat_iterations needs quantize_for (the precision whose grids the "
+                         "last iterations see)")
+    if qat_iterations is None:
+        qat_iterations = 0 if finish_precision is None else DEFAULT_QAT_ITERATIONS
+    _check_number("qat_iterations", qat_iterations, 0, MAX_ITERATIONS, integer=True)
     _check_number("n_splats", n_splats, 1, MAX_SPLATS, integer=True)
     for i, img in enumerate(image_list):
         if n_splats > img.shape[0] * img.shape[1]:
@@ -357,58 +388,88 @@ def fit(
                 f"n_splats={n_splats} exceeds the pixel count of images[{i}] "
                 f"({img.shape[1]}x{img.shape[0]})"
             )
+        if warm is not None and len(warm[i]) != n_splats:
+            where = "init" if single else f"init[{i}]"
+            raise ValueError(f"{where} holds {len(warm[i])} splats, n_splats is {n_splats}: a "
+                             f"warm start keeps the count")
 
     core = _core()
-    opts = core.FitOptions()
-    opts.n_splats = int(n_splats)
-    opts.iterations = int(iterations)
-    opts.init = o["init"]
-    opts.seed = int(seed)
-    opts.lr_position = float(o["lr_position"])
-    opts.lr_covariance = float(o["lr_covariance"])
-    opts.lr_color = float(o["lr_color"])
-    opts.lr_final_ratio = float(lr_final_ratio)
-    opts.l1_color = float(l1_color)
-    opts.prune_threshold = float(prune_threshold)
-    opts.prune_every = int(prune_every)
-    opts.densify_fraction = float(o["densify_fraction"])
-    opts.densify_rounds = int(densify_rounds)
-    opts.respawn_fraction = float(o["respawn_fraction"])
-    opts.color_solve = bool(o["color_solve"])
-    opts.threads = int(threads)
-
+    values = dict(
+        n_splats=int(n_splats), iterations=int(iterations), init=o["init"],
+        seed=int(seed), lr_position=float(o["lr_position"]),
+        lr_covariance=float(o["lr_covariance"]), lr_color=float(o["lr_color"]),
+        lr_final_ratio=float(lr_final_ratio), l1_color=float(l1_color),
+        prune_threshold=float(prune_threshold), prune_every=int(prune_every),
+        densify_fraction=float(o["densify_fraction"]), densify_rounds=int(densify_rounds),
+        respawn_fraction=float(o["respawn_fraction"]), color_solve=bool(o["color_solve"]),
+        threads=int(threads),
+        init_params=[] if warm is None else [s.to_array().ravel() for s in warm],
+    )
     run = core._cuda_fit if backend == "cuda" else core.fit
-    results = run(image_list, opts)
+    results = run(image_list, _fit_options(core, values))
     splats = [
         Splats.from_array(params, img.shape[1], img.shape[0])
         for (params, _), img in zip(results, image_list)
     ]
     stats = [dict(s) for _, s in results]
     if finish_precision is not None:
+        from .ratecontrol import quantized_finish  # ratecontrol imports this module
+
+        if qat_iterations:
+            splats = [_straight_through(core, values, s, img, finish_precision, qat_iterations)
+                      for s, img in zip(splats, image_list)]
         splats = [quantized_finish(s, img, finish_precision, threads=threads)
                   for s, img in zip(splats, image_list)]
         for s, st, img in zip(splats, stats, image_list):
             st["psnr"] = psnr(render(s), img)
+            st["iterations"] = iterations + qat_iterations
     if single:
         return (splats[0], stats[0]) if return_stats else splats[0]
     return (splats, stats) if return_stats else splats
 
 
-def quantized_finish(splats: Splats, image: np.ndarray, precision: str | Precision,
-                     threads: int = 0) -> Splats:
-    """The splats a version-2 file of quantized ``precision`` should hold for
-    ``image``: the geometry as the file stores it, the colours re-solved by
-    least squares (the fit's final colour solve) for that geometry, then
-    quantized too. Writing the result at ``precision`` reproduces it."""
-    p = _quantized_precision(precision)
-    image = np.asarray(image)
-    if image.shape != (splats.height, splats.width, 3) or image.dtype != np.uint8:
-        raise ValueError(f"image must be a {splats.height} x {splats.width} x 3 uint8 array (the "
-                         f"splats' size), got shape {image.shape} dtype {image.dtype}")
-    geometry = q.roundtrip(splats, p)
-    params = geometry.to_array()
-    params[:, 5:] = _core().solve_colors(params, np.ascontiguousarray(image), int(threads))
-    return q.roundtrip(Splats.from_array(params, splats.width, splats.height), p)
+def _fit_options(core: ModuleType, values: dict[str, Any]) -> Any:
+    """A ``_core.FitOptions`` holding ``values`` (checked by the caller)."""
+    opts = core.FitOptions()
+    for name, value in values.items():
+        setattr(opts, name, value)
+    return opts
+
+
+def _warm_start(init: Any, images: list[np.ndarray], single: bool) -> list[Splats]:
+    """The `Splats` of a warm start, one per image, each of its image's size."""
+    sets = [init] if isinstance(init, Splats) else init
+    if not isinstance(sets, (list, tuple)):
+        raise TypeError(f"init must be 'grid', 'random', 'content', gscodec.Splats or a list of "
+                        f"them, got {type(init).__name__}")
+    if len(sets) != len(images):
+        raise ValueError(f"init holds {len(sets)} splat sets for {len(images)} images")
+    for i, (s, img) in enumerate(zip(sets, images)):
+        where = "init" if single else f"init[{i}]"
+        if not isinstance(s, Splats):
+            raise TypeError(f"{where} must be gscodec.Splats, got {type(s).__name__}")
+        if (s.width, s.height) != (img.shape[1], img.shape[0]):
+            raise ValueError(f"{where} is for a {s.width}x{s.height} image, the image is "
+                             f"{img.shape[1]}x{img.shape[0]}")
+    return list(sets)
+
+
+def _straight_through(core: ModuleType, values: dict[str, Any], splats: Splats,
+                      image: np.ndarray, precision: Precision, iterations: int) -> Splats:
+    """``iterations`` more steps from ``splats`` that render the geometry on the
+    grids a version-2 file of ``precision`` would use for them (Adam restarted
+    at `QAT_LR_RATIO` of the fit's step sizes); returns the snapped geometry."""
+    grids = q.quantize(splats, precision).grids
+    ratio = QAT_LR_RATIO
+    phase = dict(values, n_splats=len(splats), iterations=iterations, qat_iterations=iterations,
+                 qat_steps=[grids.field_step(i) for i in (0, 2, 3)],  # x, l11, l21 groups
+                 init_params=[splats.to_array().ravel()], prune_threshold=0.0,
+                 lr_final_ratio=1.0,
+                 lr_position=values["lr_position"] * ratio,
+                 lr_covariance=values["lr_covariance"] * ratio,
+                 lr_color=values["lr_color"] * ratio)
+    (params, _), = core.fit([image], _fit_options(core, phase))
+    return Splats.from_array(params, splats.width, splats.height)
 
 
 def _quantized_precision(precision: Any) -> Precision | None:

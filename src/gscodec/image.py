@@ -268,13 +268,13 @@ def encode(image: Any, *, n_splats: int | None = None, bpp: float | None = None,
 
     ``image``: PIL image, uint8 array or path. Give ``n_splats`` (default one
     splat per 64 pixels) or ``bpp``, a target size in file bits per pixel:
-    the encoder then picks the splat count, fitting up to 3 times, to land
-    within ±10% (files over the target are trimmed of their weakest splats).
+    the encoder then picks the splat count to land within ±10% with one fit
+    a little over it, trimmed of its weakest splats (`gscodec.ratecontrol`).
     ``precision``: ``"fp32"``, ``"fp16"``, ``"q6"``/``"q7"``/``"q8"``/``"q10"``
     or a ``"q:..."`` spec; default ``"q7"`` (with ``bpp=``, a finer one when the
     target needs more splats than the image has pixels). ``iterations`` and
     ``device`` go to `gscodec.fit`. At a quantized precision the file holds the
-    fit's quantized finish (`gscodec.engine.quantized_finish`: colours re-solved
+    fit's quantized finish (`gscodec.ratecontrol.quantized_finish`: colours re-solved
     for the quantized geometry).
     """
     pixels = load_image(image)

@@ -1,12 +1,14 @@
 """Rate control: fit an image into a ``.gsi`` file of a target size in bits per pixel.
 
 `encode_to_rate` picks the splat count (and, when none is given, the
-precision) so that the file lands within `BPP_TOLERANCE` of the target,
-fitting at most `MAX_FITS` times; a file over the target is trimmed of its
-weakest splats instead of being refitted. With no precision given, count and
-precision are chosen together: the first fit's precision is reallocated per
-field at the preset's distortion (`gscodec.quantize.allocate`), and the bits
-this saves buy more splats in the next fit. ``gscodec.encode(..., bpp=)`` uses it.
+precision) so that the file lands within `BPP_TOLERANCE` of the target with
+one fit: it fits a little over the count the target buys, trims the weakest
+splats to the target, continues the fit of the rest for a few steps and
+finishes them (`finish_for`). With no precision given, count and precision
+are chosen together: the fit's precision is reallocated per field at the
+preset's distortion (`gscodec.quantize.allocate`) before trimming.
+``gscodec.encode(..., bpp=)`` uses it, and ``gscodec.fit(quantize_for=...)``
+uses `quantized_finish`.
 """
 
 from __future__ import annotations
@@ -23,15 +25,20 @@ from .limits import MAX_SPLATS
 from .metrics import psnr
 from .splats import Splats
 
-__all__ = ["encode_to_rate", "BPP_TOLERANCE", "MAX_FITS"]
+__all__ = ["encode_to_rate", "finish_for", "quantized_finish", "BPP_TOLERANCE", "MAX_FITS"]
 
-#: Allowed relative error of the file size, and the most fits rate control makes.
+#: Allowed relative error of the file size, and the most fits rate control
+#: makes (a second only when the first lands more than the tolerance under).
 BPP_TOLERANCE = 0.10
-MAX_FITS = 3
-_AIM = 1.02  # fits aim this much over the target (trimming is cheaper than a refit)
-# A fit whose precision was just reallocated and lands more than this under
-# the target is refitted with the splats the spared bits buy.
-_SPARE = 0.02
+MAX_FITS = 2
+# Fits aim this much over the count the target buys: the bits-per-splat
+# estimate is within about 4%, and trimming is cheaper than a refit.
+_AIM = 1.05
+# A trimmed fit continues (warm start, on the CPU) for this part of its
+# iterations at these step sizes, so the kept splats cover what the trimmed
+# ones did: +0.2 dB on Kodak-224 (docs/benchmarks.md, "Rate control").
+_HEAL_SHARE = 0.2
+_HEAL_STEPS = dict(lr_position=0.03, lr_covariance=0.03, lr_color=0.004)
 # Precisions rate control moves up to when the target needs more splats than
 # the image has pixels (more bits per splat is then the only way up).
 _FINER = ("q7", "q8", "q10", "fp16", "fp32")
@@ -69,25 +76,27 @@ def _reallocate(splats: Splats, preset: str) -> str:
     return q.allocate(splats, psnr(engine.render(quantized), engine.render(splats)))
 
 
-def _trim(splats: Splats, precision: str, max_bits: float) -> bytes:
-    """Drop the weakest splats (least colour energy x area) until the file
-    fits in ``max_bits``; binary search on the count kept."""
+def _trim(splats: Splats, precision: str, max_bits: float) -> Splats:
+    """The splats without the weakest (least colour energy x area) that a
+    file of ``precision`` holds in ``max_bits`` (at least one); binary search
+    on the count kept."""
     arr = splats.to_array()
     energy = (arr[:, 5:8].astype(np.float64) ** 2).sum(1) * arr[:, 2] * arr[:, 4]
     order = np.argsort(-energy, kind="stable")
-    lo, hi = 1, len(arr)
-    best = fmt.dumps(Splats.from_array(arr[order[:1]], splats.width, splats.height),
-                     precision=precision)
+
+    def kept(count: int) -> Splats:
+        return Splats.from_array(arr[np.sort(order[:count])], splats.width, splats.height)
+
+    if len(fmt.dumps(splats, precision=precision)) * 8 <= max_bits:
+        return splats
+    lo, hi, best = 2, len(arr) - 1, 1
     while lo <= hi:
         mid = (lo + hi) // 2
-        keep = np.sort(order[:mid])
-        data = fmt.dumps(Splats.from_array(arr[keep], splats.width, splats.height),
-                         precision=precision)
-        if len(data) * 8 <= max_bits:
-            best, lo = data, mid + 1
+        if len(fmt.dumps(kept(mid), precision=precision)) * 8 <= max_bits:
+            best, lo = mid, mid + 1
         else:
             hi = mid - 1
-    return best
+    return kept(best)
 
 
 def _check_target(bpp: float, precision: str | None, width: int, height: int,
@@ -107,13 +116,34 @@ def _check_target(bpp: float, precision: str | None, width: int, height: int,
                          f"{min_bits / (width * height):.3g} bpp")
 
 
-def finish_for(splats: Splats, pixels: np.ndarray, precision: str) -> Splats:
-    """The splats to write at ``precision``: for a quantized one, with the
-    colours re-solved for the quantized geometry (`engine.quantized_finish`,
-    on the CPU whatever device fitted them)."""
+def quantized_finish(splats: Splats, image: np.ndarray, precision: str | q.Precision,
+                     threads: int = 0) -> Splats:
+    """The splats a version-2 file of quantized ``precision`` should hold for
+    ``image``: the geometry as the file stores it, the colours re-solved by
+    least squares (the fit's final colour solve) for that geometry, then
+    quantized too. Writing the result at ``precision`` reproduces it."""
+    p = engine._quantized_precision(precision)
+    image = np.asarray(image)
+    if image.shape != (splats.height, splats.width, 3) or image.dtype != np.uint8:
+        raise ValueError(f"image must be a {splats.height} x {splats.width} x 3 uint8 array (the "
+                         f"splats' size), got shape {image.shape} dtype {image.dtype}")
+    geometry = q.roundtrip(splats, p)
+    params = geometry.to_array()
+    params[:, 5:] = engine._core().solve_colors(params, np.ascontiguousarray(image), int(threads))
+    return q.roundtrip(Splats.from_array(params, splats.width, splats.height), p)
+
+
+def finish_for(splats: Splats, pixels: np.ndarray, precision: str,
+               iterations: int = engine.DEFAULT_QAT_ITERATIONS) -> Splats:
+    """The splats to write at ``precision``: for a quantized one, ``iterations``
+    quantization-aware steps warm-started from ``splats``, then the colours
+    re-solved for the quantized geometry and quantized (`engine.fit` with
+    ``init=splats, iterations=0, quantize_for=precision``; on the CPU
+    whatever device fitted them)."""
     if q.parse_precision(precision).mode != q.MODE_QUANT:
         return splats
-    return engine.quantized_finish(splats, pixels, precision)
+    return engine.fit(pixels, len(splats), init=splats, iterations=0, quantize_for=precision,
+                      qat_iterations=iterations, device="cpu")
 
 
 def encode_to_rate(pixels: np.ndarray, bpp: float, *, precision: str | None = None,
@@ -126,6 +156,12 @@ def encode_to_rate(pixels: np.ndarray, bpp: float, *, precision: str | None = No
     ``bpp`` when it is not a positive finite number or lies outside what a
     file of this image can reach. With ``precision`` None the result may use
     an explicit ``"q:..."`` precision (the preset's distortion, fewer bits).
+
+    One fit, a little over the splat count the target buys; the file is then
+    trimmed of its weakest splats to the target, the rest refined by a short
+    warm-started fit and finished (`finish_for`; both on the CPU). A second
+    fit happens only when the first lands more than the tolerance under the
+    target.
     """
     if isinstance(bpp, bool) or not isinstance(bpp, (int, float)) or not bpp > 0 \
             or not math.isfinite(bpp):
@@ -140,32 +176,25 @@ def encode_to_rate(pixels: np.ndarray, bpp: float, *, precision: str | None = No
         precision = next((p for p in _FINER if _splats_for(target, p, width, height) <= max_n),
                          _FINER[-1])
         reallocate = q.parse_precision(precision).mode == q.MODE_QUANT
-    # Aim a little high: a file over the target can be trimmed without a refit.
+    # Aim high: a file over the target is trimmed, one under it needs a refit.
     n = min(max_n, _splats_for(target * _AIM, precision, width, height))
-    best: tuple[float, bytes, Splats] | None = None
     for attempt in range(MAX_FITS):
         splats = engine.fit(pixels, n, iterations=iterations, device=device)
-        spend_spare = reallocate and attempt + 1 < MAX_FITS and n < max_n
         if reallocate:
             precision = _reallocate(splats, precision)
             reallocate = False
-        splats = finish_for(splats, pixels, precision)
-        data = fmt.dumps(splats, precision=precision)
-        fixed = _header_bits(data)
+        kept = _trim(splats, precision, target)
+        if len(kept) < len(splats):
+            kept = engine.fit(pixels, len(kept), init=kept, device="cpu",
+                              iterations=max(1, round(iterations * _HEAL_SHARE)), **_HEAL_STEPS)
+        # The finish's colours may cost a few bits more: trim again (no-op if not).
+        kept = _trim(finish_for(kept, pixels, precision), precision, target)
+        data = fmt.dumps(kept, precision=precision)
         bits = len(data) * 8
-        error = bits / target - 1
-        if abs(error) <= BPP_TOLERANCE and not (spend_spare and error < -_SPARE):
+        if bits >= target * (1 - BPP_TOLERANCE) or n >= max_n or attempt + 1 == MAX_FITS:
             return data
-        if best is None or abs(error) < abs(best[0]):
-            best = (error, data, splats)
-        # bits per splat measured on this fit, corrected for the new count
-        per_splat = (bits - fixed) / max(len(splats), 1)
-        new_n = min(max_n, max(1, round((target * _AIM - fixed) / per_splat)))
-        if new_n == n:
-            break
-        n = new_n
-    assert best is not None
-    error, data, splats = best
-    if error > 0:
-        return _trim(splats, precision, target)
-    return data
+        # bits per splat measured on this file, corrected for the new count
+        fixed = _header_bits(data)
+        per_splat = (bits - fixed) / max(len(kept), 1)
+        n = min(max_n, max(n + 1, round((target * _AIM - fixed) / per_splat)))
+    raise AssertionError("unreachable: the last attempt returns")
