@@ -18,7 +18,6 @@
 #include "color_solve.h"
 #include "densify.h"
 #include "fit.h"
-#include "loss.h"
 #include "../thread_count.h"
 #include "render.h"
 
@@ -101,10 +100,14 @@ class Fitter {
     }
   }
 
-  void forward() {
+  // Renders the parameters into render_; with_loss_grad: also the loss
+  // gradient into grad_image_, in the same pass.
+  void forward(bool with_loss_grad = false) {
     to_pixel_splats();
     bin_boxes(boxes_, w_, h_, bins_);
-    render_forward(splats_, boxes_, bins_, w_, h_, render_.data(), parallel_);
+    render_forward(splats_, boxes_, bins_, w_, h_, render_.data(), parallel_,
+                   with_loss_grad ? target_.data() : nullptr,
+                   with_loss_grad ? grad_image_.data() : nullptr);
   }
 
   void push_splat(float x, float y, float std_x, float std_y) {
@@ -296,11 +299,7 @@ class Fitter {
   }
 
   void step(int it) {
-    forward();
-    l2_loss_and_grad(render_.data(), target_.data(), 3 * plane_, grad_image_.data(), parallel_);
-    grad_.resize(params_.size());
-    render_backward(splats_, boxes_, w_, h_, grad_image_.data(), grad_.data(), parallel_);
-
+    forward(/*with_loss_grad=*/true);
     const float s = lr_scale(it, opts_);
     const float lr[kParamsPerSplat] = {
         opts_.lr_position * s,   opts_.lr_position * s,   opts_.lr_covariance * s,
@@ -310,11 +309,11 @@ class Fitter {
     const float l1 = opts_.l1_color / float(3 * n());
     const float max_log_std = std::log(float(std::max(w_, h_)));
     const float min_log_std = std::log(kMinStd);
-    const int N = n();
-#pragma omp parallel for schedule(static) if (parallel_)
-    for (int i = 0; i < N; ++i) {
+    // Each splat's Adam step follows its gradient in the backward pass: params_
+    // is not read by the backward (it renders splats_), so no barrier between.
+    render_backward_each(splats_, boxes_, w_, h_, grad_image_.data(), parallel_,
+                         [&](int i, float* g) {
       float* p = &params_[size_t(i) * kParamsPerSplat];
-      float* g = &grad_[size_t(i) * kParamsPerSplat];
       // Chain rule from pixel parameters to the optimizer's units.
       g[kX] *= cell_;
       g[kY] *= cell_;
@@ -337,7 +336,7 @@ class Fitter {
       p[kY] = std::clamp(p[kY], 0.f, h_ / cell_);
       p[kA] = std::clamp(p[kA], min_log_std, max_log_std);
       p[kC] = std::clamp(p[kC], min_log_std, max_log_std);
-    }
+    });
   }
 
   // Paper §4.4, luminance-aware pruning (schedule: prune_due in fit_options.h).
@@ -391,7 +390,7 @@ class Fitter {
   const size_t plane_;
   float cell_;
   std::vector<float> target_, render_, grad_image_;
-  std::vector<float> params_, grad_, m_, v_;
+  std::vector<float> params_, m_, v_;
   std::vector<int> age_;  // Adam steps each splat has taken
   int held_ = 0;          // splats densification adds
   int pruned_ = 0;
