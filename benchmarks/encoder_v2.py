@@ -16,10 +16,22 @@
   ``fit(quantize_for=...)`` and `gscodec.encode` return), with the finish's
   seconds per image.
 
+- ``speed``: full Kodak 768x512 at ``--splats`` (default: the count rate
+  control picks for 0.5 bpp at q7), the v2 default against the same fit at
+  full resolution throughout (``coarse_fraction=0``): fit PSNR, wall and CPU
+  seconds per image, at each ``--iterations`` count, settings alternating per
+  image so that machine load hits both alike.
+- ``iterations``: more iterations must never hurt: v2 fit PSNR after each
+  ``--iterations`` count on the sample image (examples/kodim23-224.png) and
+  the first ``--images`` Kodak-224 images at ``--splats``.
+
     nice -n 10 python benchmarks/encoder_v2.py convergence --iterations 50 100 200 500
     nice -n 10 python benchmarks/encoder_v2.py ablation --iterations 100
     nice -n 10 python benchmarks/encoder_v2.py encode --images 2 --bpp 0.5
     nice -n 10 python benchmarks/encoder_v2.py finish --images 8 --iterations 200
+    nice -n 10 python benchmarks/encoder_v2.py speed --images 4 --iterations 200
+    nice -n 10 python benchmarks/encoder_v2.py iterations --images 2 --splats 1600 \
+        --iterations 100 200 500 1000 2000
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -127,18 +140,64 @@ def encode(args) -> None:
                   f"{seconds['paper'] / seconds['v2']:.1f}x | | |", flush=True)
 
 
+SPEED = [("v2, full resolution", dict(coarse_fraction=0.0)), ("v2 default (coarse to fine)", {})]
+
+
+def speed(args) -> None:
+    print("| image | splats | iterations | fit | PSNR | wall s | CPU s |")
+    print("|---|---:|---:|---|---:|---:|---:|")
+    totals = {name: [0.0, 0.0, 0.0] for name, _ in SPEED}
+    paths = kodak_paths(args.images)
+    for path in paths:
+        img = np.asarray(Image.open(path).convert("RGB"))
+        h, w = img.shape[:2]
+        n = args.splats or gsimage._splats_for(0.5 * w * h, "q7", w, h)
+        for iters in args.iterations:
+            for name, kw in SPEED:
+                t0, c0 = time.perf_counter(), time.process_time()
+                _, stats = gscodec.fit(img, n, iterations=iters, device="cpu", return_stats=True, **kw)
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                for k, v in enumerate((stats["psnr"], wall, cpu)):
+                    totals[name][k] += v / (len(paths) * len(args.iterations))
+                print(f"| {path.stem} | {n} | {iters} | {name} | {stats['psnr']:.2f} | {wall:.1f} "
+                      f"| {cpu:.1f} |", flush=True)
+    for name, (p, wall, cpu) in totals.items():
+        print(f"| mean | | | {name} | {p:.2f} | {wall:.1f} | {cpu:.1f} |")
+
+
+def iterations(args) -> None:
+    sample = np.asarray(Image.open(Path(__file__).parent.parent / "examples" / "kodim23-224.png")
+                        .convert("RGB"))
+    named = [("kodim23-224 (sample)", sample)] + [(p.stem + "-224", kodak224(p))
+                                                  for p in kodak_paths(args.images)]
+    print(f"v2 default fit, {args.splats} splats: fit PSNR / CPU s per image\n")
+    print("| image | " + " | ".join(f"{i} it" for i in args.iterations) + " |")
+    print("|---|" + "---:|" * len(args.iterations))
+    for name, img in named:
+        cells = []
+        for iters in args.iterations:
+            c0 = time.process_time()
+            _, stats = gscodec.fit(img, args.splats, iterations=iters, device="cpu", return_stats=True)
+            cells.append(f"{stats['psnr']:.2f} / {time.process_time() - c0:.1f}")
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["convergence", "ablation", "encode", "finish"])
+    ap.add_argument("what", choices=["convergence", "ablation", "encode", "finish", "speed",
+                                     "iterations"])
     ap.add_argument("--images", type=int, default=None, help="first N Kodak images (default all 24)")
-    ap.add_argument("--splats", type=int, default=400)
+    ap.add_argument("--splats", type=int, default=None,
+                    help="default 400 (speed: the count for 0.5 bpp at q7)")
     ap.add_argument("--iterations", type=int, nargs="+", default=[50, 100, 200, 500])
     ap.add_argument("--bpp", type=float, nargs="+", default=[0.5])
     ap.add_argument("--precisions", nargs="+", default=["q6", "q7", "q8"])
     args = ap.parse_args()
     print(header("python benchmarks/encoder_v2.py " + " ".join(sys.argv[1:])))
-    if args.what == "encode":
-        encode(args)
+    if args.what != "speed":
+        args.splats = args.splats or 400
+    if args.what in ("encode", "speed", "iterations"):
+        {"encode": encode, "speed": speed, "iterations": iterations}[args.what](args)
         return
     images = [kodak224(p) for p in kodak_paths(args.images)]
     {"convergence": convergence, "ablation": ablation, "finish": finish}[args.what](args, images)

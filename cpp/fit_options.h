@@ -44,6 +44,10 @@ struct FitOptions {
   // Colours by exact least squares after init, after each densification round
   // and at the end (the render is linear in the colours).
   bool color_solve = false;
+  // Coarse to fine (CPU backend): the first coarse_fraction of the iterations
+  // fit the 2x2-averaged image (a quarter of the pixels); positions are in
+  // cell units, so splats carry over and only their sizes double.
+  float coarse_fraction = 0.0f;
   int threads = 0;  // 0: all the cores OpenMP sees
   // Polled once per iteration; when set, the fit stops and returns nothing.
   const std::atomic<bool>* cancel = nullptr;

@@ -34,18 +34,21 @@ constexpr float kContentStdScale = 0.5f;
 constexpr int kErrorBlur = 1;
 constexpr double kErrorUniformShare = 0.05;
 constexpr float kDensifyStdScale = 0.5f;
+// Coarse to fine runs only when the half-size image keeps both sides at least
+// this long: smaller images are cheap already and lose detail.
+constexpr int kMinCoarseSide = 128;
 
 // One image's optimization state. Parameters are kept in the optimizer's units:
 // x/cell, y/cell, log a, b/cell, log c, r, g, b (cell = sqrt(W*H/N) pixels).
 class Fitter {
  public:
   Fitter(const ImageView& img, const FitOptions& opts, bool parallel)
-      : opts_(opts), w_(img.width), h_(img.height), parallel_(parallel),
-        plane_(size_t(img.width) * img.height) {
+      : opts_(opts), full_w_(img.width), full_h_(img.height), w_(img.width), h_(img.height),
+        parallel_(parallel), plane_(size_t(img.width) * img.height) {
     target_.resize(3 * plane_);
     for (size_t p = 0; p < plane_; ++p)
       for (int ch = 0; ch < 3; ++ch) target_[ch * plane_ + p] = img.pixels[3 * p + ch] / 255.0f;
-    cell_ = std::sqrt(float(w_) * float(h_) / float(opts.n_splats));
+    cell_ = full_cell_ = std::sqrt(float(w_) * float(h_) / float(opts.n_splats));
     render_.resize(3 * plane_);
     grad_image_.resize(3 * plane_);
   }
@@ -64,6 +67,9 @@ class Fitter {
     v_.assign(params_.size(), 0.f);
     age_.assign(n(), 0);
     if (opts_.color_solve) solve_colors();
+    const bool coarse_fits = std::min(w_, h_) >= 2 * kMinCoarseSide;
+    const int coarse = coarse_fits ? std::min(T - 1, int(opts_.coarse_fraction * T)) : 0;
+    if (coarse > 0) set_scale(2);
     int round = 1;
     for (int it = 1; it <= T; ++it) {
       if (opts_.cancel && opts_.cancel->load(std::memory_order_relaxed)) {
@@ -71,6 +77,7 @@ class Fitter {
         r.cancelled = true;
         return r;
       }
+      if (it == coarse + 1 && coarse > 0) set_scale(1);
       step(it);
       maybe_prune(it);
       bool added = false;
@@ -86,6 +93,49 @@ class Fitter {
 
  private:
   int n() const { return static_cast<int>(params_.size() / kParamsPerSplat); }
+
+  // Fits the image at 1/factor of its size from now on (factor 1 or 2, 2x2
+  // averages; an odd last row or column averages what it has). The parameters
+  // stay: positions and the shear are in cell units and the cell scales with
+  // the image; the log sizes shift by log(factor) (Adam's moments of a log are
+  // scale-free).
+  void set_scale(int factor) {
+    const int old_w = w_;
+    w_ = (full_w_ + factor - 1) / factor;
+    h_ = (full_h_ + factor - 1) / factor;
+    const float log_ratio = std::log(float(old_w == full_w_ ? 1 : 2) / float(factor));
+    cell_ = full_cell_ / float(factor);
+    if (factor == 1) {
+      target_.swap(full_target_);
+    } else {
+      full_target_.swap(target_);  // keeps the full image
+      target_ = downsample2(full_target_, full_w_, full_h_);
+    }
+    plane_ = size_t(w_) * h_;
+    render_.assign(3 * plane_, 0.f);
+    grad_image_.assign(3 * plane_, 0.f);
+    for (int i = 0; i < n(); ++i) {
+      params_[size_t(i) * kParamsPerSplat + kA] += log_ratio;
+      params_[size_t(i) * kParamsPerSplat + kC] += log_ratio;
+    }
+  }
+
+  static std::vector<float> downsample2(const std::vector<float>& img, int w, int h) {
+    const int cw = (w + 1) / 2, ch_ = (h + 1) / 2;
+    const size_t plane = size_t(w) * h, cplane = size_t(cw) * ch_;
+    std::vector<float> out(3 * cplane);
+    for (int ch = 0; ch < 3; ++ch)
+      for (int y = 0; y < ch_; ++y)
+        for (int x = 0; x < cw; ++x) {
+          float sum = 0;
+          int count = 0;
+          for (int dy = 0; dy < 2 && 2 * y + dy < h; ++dy)
+            for (int dx = 0; dx < 2 && 2 * x + dx < w; ++dx, ++count)
+              sum += img[ch * plane + size_t(2 * y + dy) * w + 2 * x + dx];
+          out[ch * cplane + size_t(y) * cw + x] = sum / float(count);
+        }
+    return out;
+  }
 
   // Pixel splats of the parameters.
   void to_pixel_splats() {
@@ -385,11 +435,12 @@ class Fitter {
   }
 
   const FitOptions& opts_;
-  const int w_, h_;
+  const int full_w_, full_h_;
+  int w_, h_;  // of the image being fitted: full size, or half in the coarse phase
   const bool parallel_;
-  const size_t plane_;
-  float cell_;
-  std::vector<float> target_, render_, grad_image_;
+  size_t plane_;
+  float cell_, full_cell_;
+  std::vector<float> target_, full_target_, render_, grad_image_;
   std::vector<float> params_, m_, v_;
   std::vector<int> age_;  // Adam steps each splat has taken
   int held_ = 0;          // splats densification adds

@@ -36,18 +36,18 @@ DEFAULT_ITERATIONS = 200
 #: CUDA backend runs, and the ablation's baseline on the CPU.
 PAPER_FIT: dict[str, Any] = dict(
     init="grid", lr_position=0.05, lr_covariance=0.05, lr_color=0.01,
-    densify_fraction=0.0, respawn_fraction=0.0, color_solve=False,
+    densify_fraction=0.0, respawn_fraction=0.0, color_solve=False, coarse_fraction=0.0,
 )
 #: The CPU backend's default (encoder v2): content-adaptive init, half the
 #: splats added by error-guided densification, weak splats respawned, exact
 #: colour solves, larger steps. Chosen by measured time-to-quality.
 CPU_FIT: dict[str, Any] = dict(
     init="content", lr_position=0.15, lr_covariance=0.15, lr_color=0.02,
-    densify_fraction=0.5, respawn_fraction=0.05, color_solve=True,
+    densify_fraction=0.5, respawn_fraction=0.05, color_solve=True, coarse_fraction=0.5,
 )
 # Options only the CPU backend implements, and their values that mean "off".
 _CPU_ONLY = {"init": ("grid", "random"), "densify_fraction": (0.0,), "respawn_fraction": (0.0,),
-             "color_solve": (False,), "quantize_for": (None,)}
+             "color_solve": (False,), "coarse_fraction": (0.0,), "quantize_for": (None,)}
 
 
 def backends() -> dict[str, Any]:
@@ -268,6 +268,7 @@ def fit(
     densify_rounds: int = 4,
     respawn_fraction: float | None = None,
     color_solve: bool | None = None,
+    coarse_fraction: float | None = None,
     quantize_for: str | None = None,
     threads: int = 0,
     device: str = "auto",
@@ -305,6 +306,10 @@ def fit(
     - ``color_solve`` (CPU only): colours by exact least squares (the render
       is linear in them) after init, after each densification round and at
       the end.
+    - ``coarse_fraction`` (CPU only, 0 to 0.9): this share of the iterations
+      fits the image at half size (2x2 averages, a quarter of the work per
+      step), then the splats carry over to the full image; images with a
+      side under 256 pixels are always fitted at full size.
     - ``quantize_for`` (CPU only): a quantized precision (``"q7"``, ...; see
       `gscodec.quantize`): the splats are returned as a (version 2) file of
       that precision holds them: the fitted geometry quantized, the colours
@@ -337,7 +342,8 @@ def fit(
     backend = _resolve_device(device)
     given = dict(init=init, lr_position=lr_position, lr_covariance=lr_covariance,
                  lr_color=lr_color, densify_fraction=densify_fraction,
-                 respawn_fraction=respawn_fraction, color_solve=color_solve)
+                 respawn_fraction=respawn_fraction, color_solve=color_solve,
+                 coarse_fraction=coarse_fraction)
     if backend == "cuda":
         explicit = dict(given, quantize_for=quantize_for)
         for name, off in _CPU_ONLY.items():
@@ -353,6 +359,7 @@ def fit(
     _check_number("prune_threshold", prune_threshold, 0.0, 1e3)
     _check_number("densify_fraction", o["densify_fraction"], 0.0, 0.9)
     _check_number("respawn_fraction", o["respawn_fraction"], 0.0, 0.5)
+    _check_number("coarse_fraction", o["coarse_fraction"], 0.0, 0.9)
     if not isinstance(o["color_solve"], (bool, np.bool_)):
         raise TypeError(f"color_solve must be a bool, got {type(o['color_solve']).__name__}")
     if o["init"] not in ("grid", "random", "content"):
@@ -383,6 +390,7 @@ def fit(
     opts.densify_rounds = int(densify_rounds)
     opts.respawn_fraction = float(o["respawn_fraction"])
     opts.color_solve = bool(o["color_solve"])
+    opts.coarse_fraction = float(o["coarse_fraction"])
     opts.threads = int(threads)
 
     run = core._cuda_fit if backend == "cuda" else core.fit
