@@ -43,7 +43,7 @@ PAPER_FIT: dict[str, Any] = dict(
 #: colour solves, larger steps. Chosen by measured time-to-quality.
 CPU_FIT: dict[str, Any] = dict(
     init="content", lr_position=0.15, lr_covariance=0.15, lr_color=0.02,
-    densify_fraction=0.5, respawn_fraction=0.05, color_solve=True, coarse_fraction=0.5,
+    densify_fraction=0.5, respawn_fraction=0.05, color_solve=True, coarse_fraction=0.0,
 )
 # Options only the CPU backend implements, and their values that mean "off".
 _CPU_ONLY = {"init": ("grid", "random"), "densify_fraction": (0.0,), "respawn_fraction": (0.0,),
