@@ -8,10 +8,7 @@
 namespace gs::cpu {
 namespace GS_ISA {
 
-// The loss used by the fit: mean squared error of the clamped render against the
-// target, over pixels and channels. Its image gradient passes straight through the
-// clamp (2 * (clamp(out) - target) / count), which still pulls overshooting pixels
-// back into range. render/target/grad are planar 3 x H x W. Returns the MSE.
+// clamp(v, 0, 1) - target: the residual of what a decoder shows.
 template <typename T>
 inline T clamped_residual(T v, T target) {
   return (v > T(0) ? (v < T(1) ? v : T(1)) : T(0)) - target;
@@ -23,6 +20,10 @@ inline T l2_grad(T v, T target, T scale) {
   return scale * clamped_residual(v, target);
 }
 
+// The loss used by the fit: mean squared error of the clamped render against the
+// target, over pixels and channels. Its image gradient passes straight through the
+// clamp (2 * (clamp(out) - target) / count), which still pulls overshooting pixels
+// back into range. render/target/grad are planar 3 x H x W. Returns the MSE.
 template <typename T>
 T l2_loss_and_grad(const T* render, const T* target, size_t count, T* grad, bool parallel) {
   double sum = 0;
