@@ -21,9 +21,10 @@
   coarse to fine (``coarse_fraction=0.5``): fit PSNR, wall and CPU seconds per
   image, at each ``--iterations`` count, settings alternating per image so
   that machine load hits both alike.
-- ``iterations``: more iterations must never hurt: v2 fit PSNR after each
-  ``--iterations`` count on the sample image (examples/kodim23-224.png) and
-  the first ``--images`` Kodak-224 images at ``--splats``.
+- ``iterations``: more iterations must never hurt: v2 fit PSNR and the PSNR
+  of its q7 file after each ``--iterations`` count on the sample image
+  (examples/kodim23-224.png) and the first ``--images`` Kodak-224 images at
+  ``--splats``.
 
     nice -n 10 python benchmarks/encoder_v2.py convergence --iterations 50 100 200 500
     nice -n 10 python benchmarks/encoder_v2.py ablation --iterations 100
@@ -169,7 +170,8 @@ def iterations(args) -> None:
                         .convert("RGB"))
     named = [("kodim23-224 (sample)", sample)] + [(p.stem + "-224", kodak224(p))
                                                   for p in kodak_paths(args.images)]
-    print(f"v2 default fit, {args.splats} splats: fit PSNR / CPU s per image\n")
+    print(f"v2 default fit, {args.splats} splats: fit PSNR / PSNR of its q7 file "
+          f"(`fit(quantize_for='q7')`, written and decoded) / CPU s of the fit per image\n")
     print("| image | " + " | ".join(f"{i} it" for i in args.iterations) + " |")
     print("|---|" + "---:|" * len(args.iterations))
     for name, img in named:
@@ -177,7 +179,10 @@ def iterations(args) -> None:
         for iters in args.iterations:
             c0 = time.process_time()
             _, stats = gscodec.fit(img, args.splats, iterations=iters, device="cpu", return_stats=True)
-            cells.append(f"{stats['psnr']:.2f} / {time.process_time() - c0:.1f}")
+            sec = time.process_time() - c0
+            finished = gscodec.fit(img, args.splats, iterations=iters, device="cpu", quantize_for="q7")
+            q7 = psnr(gscodec.render(gscodec.open(fmt.dumps(finished, precision="q7")).splats), img)
+            cells.append(f"{stats['psnr']:.2f} / {q7:.2f} / {sec:.1f}")
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
