@@ -17,10 +17,23 @@
   seconds per image. ``--groups``: the q7 loss per field group; ``--qat K``:
   the finish after K straight-through steps (``fit(qat_iterations=K)``).
 
+- ``speed``: full Kodak 768x512 at ``--splats`` (default 4200, about what
+  rate control picks for 0.5 bpp at q7), the v2 default against the same fit
+  coarse to fine (``coarse_fraction=0.5``): fit PSNR, wall and CPU seconds per
+  image, at each ``--iterations`` count, settings alternating per image so
+  that machine load hits both alike.
+- ``iterations``: more iterations must never hurt: v2 fit PSNR and the PSNR
+  of its q7 file after each ``--iterations`` count on the sample image
+  (examples/kodim23-224.png) and the first ``--images`` Kodak-224 images at
+  ``--splats``.
+
     nice -n 10 python benchmarks/encoder_v2.py convergence --iterations 50 100 200 500
     nice -n 10 python benchmarks/encoder_v2.py ablation --iterations 100
     nice -n 10 python benchmarks/encoder_v2.py encode --images 2 --bpp 0.5
     nice -n 10 python benchmarks/encoder_v2.py finish --images 8 --iterations 200 --groups --qat 20
+    nice -n 10 python benchmarks/encoder_v2.py speed --images 4 --iterations 200
+    nice -n 10 python benchmarks/encoder_v2.py iterations --images 2 --splats 1600 \
+        --iterations 100 200 500 1000 2000
 """
 
 from __future__ import annotations
@@ -28,13 +41,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 import gscodec
 from gscodec import format as fmt
-from gscodec import image as gsimage
+from gscodec import ratecontrol
 from gscodec import _core
 from gscodec import quantize as q
 from common import header, kodak224, kodak_paths
@@ -157,7 +171,7 @@ def encode(args) -> None:
         img = np.asarray(Image.open(path).convert("RGB"))
         h, w = img.shape[:2]
         for bpp in args.bpp:
-            n = gsimage._splats_for(bpp * w * h, "q7", w, h)
+            n = ratecontrol._splats_for(bpp * w * h, "q7", w, h)
             jpeg, webp = pillow_codec(img, bpp, "JPEG"), pillow_codec(img, bpp, "WEBP")
             seconds = {}
             for name, iters, kw in (("paper", 2000, PAPER), ("v2", gscodec.engine.DEFAULT_ITERATIONS,
@@ -175,11 +189,58 @@ def encode(args) -> None:
                   f"{seconds['paper'] / seconds['v2']:.1f}x | | |", flush=True)
 
 
+SPEED = [("v2 default", {}), ("v2, coarse to fine 0.5", dict(coarse_fraction=0.5))]
+
+
+def speed(args) -> None:
+    print("| image | splats | iterations | fit | PSNR | wall s | CPU s |")
+    print("|---|---:|---:|---|---:|---:|---:|")
+    totals = {name: [0.0, 0.0, 0.0] for name, _ in SPEED}
+    paths = kodak_paths(args.images)
+    for path in paths:
+        img = np.asarray(Image.open(path).convert("RGB"))
+        n = args.splats or 4200
+        for iters in args.iterations:
+            for name, kw in SPEED:
+                t0, c0 = time.perf_counter(), time.process_time()
+                _, stats = gscodec.fit(img, n, iterations=iters, device="cpu", return_stats=True, **kw)
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                for k, v in enumerate((stats["psnr"], wall, cpu)):
+                    totals[name][k] += v / (len(paths) * len(args.iterations))
+                print(f"| {path.stem} | {n} | {iters} | {name} | {stats['psnr']:.2f} | {wall:.1f} "
+                      f"| {cpu:.1f} |", flush=True)
+    for name, (p, wall, cpu) in totals.items():
+        print(f"| mean | | | {name} | {p:.2f} | {wall:.1f} | {cpu:.1f} |")
+
+
+def iterations(args) -> None:
+    sample = np.asarray(Image.open(Path(__file__).parent.parent / "examples" / "kodim23-224.png")
+                        .convert("RGB"))
+    named = [("kodim23-224 (sample)", sample)] + [(p.stem + "-224", kodak224(p))
+                                                  for p in kodak_paths(args.images)]
+    print(f"v2 default fit, {args.splats} splats: fit PSNR / PSNR of its q7 file "
+          f"(`fit(quantize_for='q7')`, written and decoded) / CPU s of the fit per image\n")
+    print("| image | " + " | ".join(f"{i} it" for i in args.iterations) + " |")
+    print("|---|" + "---:|" * len(args.iterations))
+    for name, img in named:
+        cells = []
+        for iters in args.iterations:
+            c0 = time.process_time()
+            _, stats = gscodec.fit(img, args.splats, iterations=iters, device="cpu", return_stats=True)
+            sec = time.process_time() - c0
+            finished = gscodec.fit(img, args.splats, iterations=iters, device="cpu", quantize_for="q7")
+            q7 = psnr(gscodec.render(gscodec.open(fmt.dumps(finished, precision="q7")).splats), img)
+            cells.append(f"{stats['psnr']:.2f} / {q7:.2f} / {sec:.1f}")
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["convergence", "ablation", "encode", "finish"])
+    ap.add_argument("what", choices=["convergence", "ablation", "encode", "finish", "speed",
+                                     "iterations"])
     ap.add_argument("--images", type=int, default=None, help="first N Kodak images (default all 24)")
-    ap.add_argument("--splats", type=int, default=400)
+    ap.add_argument("--splats", type=int, default=None,
+                    help="default 400 (speed: 4200)")
     ap.add_argument("--iterations", type=int, nargs="+", default=[50, 100, 200, 500])
     ap.add_argument("--bpp", type=float, nargs="+", default=[0.5])
     ap.add_argument("--precisions", nargs="+", default=["q6", "q7", "q8"])
@@ -189,8 +250,10 @@ def main() -> None:
                     help="finish: also with this many straight-through steps first")
     args = ap.parse_args()
     print(header("python benchmarks/encoder_v2.py " + " ".join(sys.argv[1:])))
-    if args.what == "encode":
-        encode(args)
+    if args.what != "speed":
+        args.splats = args.splats or 400
+    if args.what in ("encode", "speed", "iterations"):
+        {"encode": encode, "speed": speed, "iterations": iterations}[args.what](args)
         return
     images = [kodak224(p) for p in kodak_paths(args.images)]
     {"convergence": convergence, "ablation": ablation, "finish": finish}[args.what](args, images)

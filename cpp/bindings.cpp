@@ -311,6 +311,7 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("densify_fraction", &gs::FitOptions::densify_fraction)
       .def_readwrite("densify_rounds", &gs::FitOptions::densify_rounds)
       .def_readwrite("respawn_fraction", &gs::FitOptions::respawn_fraction)
+      .def_readwrite("coarse_fraction", &gs::FitOptions::coarse_fraction)
       .def_readwrite("color_solve", &gs::FitOptions::color_solve)
       .def_readwrite("init_params", &gs::FitOptions::init_params)
       .def_readwrite("qat_iterations", &gs::FitOptions::qat_iterations)

@@ -56,6 +56,10 @@ struct FitOptions {
   // update the unsnapped values; the fit returns the snapped geometry.
   int qat_iterations = 0;
   std::array<double, 3> qat_steps = {0.0, 0.0, 0.0};
+  // Coarse to fine (CPU backend only): the first coarse_fraction of the iterations
+  // fit the 2x2-averaged image (a quarter of the pixels); positions are in
+  // cell units, so splats carry over and only their sizes double.
+  float coarse_fraction = 0.0f;
   int threads = 0;  // 0: all the cores OpenMP sees
   // Polled once per iteration; when set, the fit stops and returns nothing.
   const std::atomic<bool>* cancel = nullptr;

@@ -101,6 +101,7 @@ NormalEquations normal_equations(const std::vector<PixelSplat<T>>& splats,
         }
       std::sort(neighbours.begin(), neighbours.end());
       for (int j : neighbours) {
+        if (j < i) continue;  // G is symmetric: row j computed (i, j) already
         const PixelBox& bj = boxes[j];
         const int x0 = std::max(bi.x0, bj.x0), x1 = std::min(bi.x1, bj.x1);
         const int y0 = std::max(bi.y0, bj.y0), y1 = std::min(bi.y1, bj.y1);
@@ -123,13 +124,26 @@ NormalEquations normal_equations(const std::vector<PixelSplat<T>>& splats,
       }
     }
   }
+  // Rows hold the upper triangle (j >= i); row i of G is its mirrored lower
+  // part (columns j < i, ascending as rows j are walked in order) then its own.
+  std::vector<size_t> lower(n, 0);
+  for (int i = 0; i < n; ++i)
+    for (int j : row_cols[i])
+      if (j != i) ++lower[j];
   eq.row_start.assign(n + 1, 0);
-  for (int i = 0; i < n; ++i) eq.row_start[i + 1] = eq.row_start[i] + row_cols[i].size();
-  eq.cols.reserve(eq.row_start[n]);
-  eq.values.reserve(eq.row_start[n]);
+  for (int i = 0; i < n; ++i) eq.row_start[i + 1] = eq.row_start[i] + lower[i] + row_cols[i].size();
+  eq.cols.resize(eq.row_start[n]);
+  eq.values.resize(eq.row_start[n]);
+  std::vector<size_t> cursor(eq.row_start.begin(), eq.row_start.end() - 1);
   for (int i = 0; i < n; ++i) {
-    eq.cols.insert(eq.cols.end(), row_cols[i].begin(), row_cols[i].end());
-    eq.values.insert(eq.values.end(), row_vals[i].begin(), row_vals[i].end());
+    std::copy(row_cols[i].begin(), row_cols[i].end(), eq.cols.begin() + eq.row_start[i] + lower[i]);
+    std::copy(row_vals[i].begin(), row_vals[i].end(), eq.values.begin() + eq.row_start[i] + lower[i]);
+    for (size_t k = 0; k < row_cols[i].size(); ++k) {
+      const int j = row_cols[i][k];
+      if (j == i) continue;
+      eq.cols[cursor[j]] = i;
+      eq.values[cursor[j]++] = row_vals[i][k];
+    }
   }
   return eq;
 }

@@ -19,7 +19,6 @@
 #include "color_solve.h"
 #include "densify.h"
 #include "fit.h"
-#include "loss.h"
 #include "../thread_count.h"
 #include "render.h"
 
@@ -36,6 +35,9 @@ constexpr float kContentStdScale = 0.5f;
 constexpr int kErrorBlur = 1;
 constexpr double kErrorUniformShare = 0.05;
 constexpr float kDensifyStdScale = 0.5f;
+// Coarse to fine runs only when the half-size image keeps both sides at least
+// this long: smaller images are cheap already and lose detail.
+constexpr int kMinCoarseSide = 128;
 
 // One image's optimization state. Parameters are kept in the optimizer's units:
 // x/cell, y/cell, log a, b/cell, log c, r, g, b (cell = sqrt(W*H/N) pixels).
@@ -44,12 +46,12 @@ class Fitter {
   // warm_start: normalized rows to start from (FitOptions::init_params), or null.
   Fitter(const ImageView& img, const FitOptions& opts, bool parallel,
          const std::vector<float>* warm_start)
-      : opts_(opts), warm_start_(warm_start), w_(img.width), h_(img.height), parallel_(parallel),
-        plane_(size_t(img.width) * img.height) {
+      : opts_(opts), warm_start_(warm_start), full_w_(img.width), full_h_(img.height),
+        w_(img.width), h_(img.height), parallel_(parallel), plane_(size_t(img.width) * img.height) {
     target_.resize(3 * plane_);
     for (size_t p = 0; p < plane_; ++p)
       for (int ch = 0; ch < 3; ++ch) target_[ch * plane_ + p] = img.pixels[3 * p + ch] / 255.0f;
-    cell_ = std::sqrt(float(w_) * float(h_) / float(opts.n_splats));
+    cell_ = full_cell_ = std::sqrt(float(w_) * float(h_) / float(opts.n_splats));
     render_.resize(3 * plane_);
     grad_image_.resize(3 * plane_);
   }
@@ -63,6 +65,7 @@ class Fitter {
         return r;
       }
       snap_ = it > opts_.iterations - opts_.qat_iterations;
+      if (coarse_ > 0 && it == coarse_ + 1) set_scale(1);
       step(it);
       maybe_prune(it);
       if (phase_due(it)) between_phases(it);
@@ -86,6 +89,9 @@ class Fitter {
     v_.assign(params_.size(), 0.f);
     age_.assign(n(), 0);
     if (opts_.color_solve && !warm_start_) solve_colors();
+    const bool coarse_fits = std::min(w_, h_) >= 2 * kMinCoarseSide;
+    coarse_ = coarse_fits ? std::min(opts_.iterations - 1, int(opts_.coarse_fraction * opts_.iterations)) : 0;
+    if (coarse_ > 0) set_scale(2);
   }
 
   // Whether a densification round falls on step `it` (after its prune).
@@ -118,6 +124,49 @@ class Fitter {
  private:
   int n() const { return static_cast<int>(params_.size() / kParamsPerSplat); }
 
+  // Fits the image at 1/factor of its size from now on (factor 1 or 2, 2x2
+  // averages; an odd last row or column averages what it has). The parameters
+  // stay: positions and the shear are in cell units and the cell scales with
+  // the image; the log sizes shift by log(factor) (Adam's moments of a log are
+  // scale-free).
+  void set_scale(int factor) {
+    const int old_w = w_;
+    w_ = (full_w_ + factor - 1) / factor;
+    h_ = (full_h_ + factor - 1) / factor;
+    const float log_ratio = std::log(float(old_w == full_w_ ? 1 : 2) / float(factor));
+    cell_ = full_cell_ / float(factor);
+    if (factor == 1) {
+      target_.swap(full_target_);
+    } else {
+      full_target_.swap(target_);  // keeps the full image
+      target_ = downsample2(full_target_, full_w_, full_h_);
+    }
+    plane_ = size_t(w_) * h_;
+    render_.assign(3 * plane_, 0.f);
+    grad_image_.assign(3 * plane_, 0.f);
+    for (int i = 0; i < n(); ++i) {
+      params_[size_t(i) * kParamsPerSplat + kA] += log_ratio;
+      params_[size_t(i) * kParamsPerSplat + kC] += log_ratio;
+    }
+  }
+
+  static std::vector<float> downsample2(const std::vector<float>& img, int w, int h) {
+    const int cw = (w + 1) / 2, ch_ = (h + 1) / 2;
+    const size_t plane = size_t(w) * h, cplane = size_t(cw) * ch_;
+    std::vector<float> out(3 * cplane);
+    for (int ch = 0; ch < 3; ++ch)
+      for (int y = 0; y < ch_; ++y)
+        for (int x = 0; x < cw; ++x) {
+          float sum = 0;
+          int count = 0;
+          for (int dy = 0; dy < 2 && 2 * y + dy < h; ++dy)
+            for (int dx = 0; dx < 2 && 2 * x + dx < w; ++dx, ++count)
+              sum += img[ch * plane + size_t(2 * y + dy) * w + 2 * x + dx];
+          out[ch * cplane + size_t(y) * cw + x] = sum / float(count);
+        }
+    return out;
+  }
+
   // Pixel splats of the parameters.
   void to_pixel_splats() {
     splats_.resize(n());
@@ -146,10 +195,14 @@ class Fitter {
     px[kC] = float(h * std::exp(snap(std::log(px[kC] / h), step[1])));
   }
 
-  void forward() {
+  // Renders the parameters into render_; with_loss_grad: also the loss
+  // gradient into grad_image_, in the same pass.
+  void forward(bool with_loss_grad = false) {
     to_pixel_splats();
     bin_boxes(boxes_, w_, h_, bins_);
-    render_forward(splats_, boxes_, bins_, w_, h_, render_.data(), parallel_);
+    render_forward(splats_, boxes_, bins_, w_, h_, render_.data(), parallel_,
+                   with_loss_grad ? target_.data() : nullptr,
+                   with_loss_grad ? grad_image_.data() : nullptr);
   }
 
   void push_splat(float x, float y, float std_x, float std_y) {
@@ -351,11 +404,7 @@ class Fitter {
   }
 
   void step(int it) {
-    forward();
-    l2_loss_and_grad(render_.data(), target_.data(), 3 * plane_, grad_image_.data(), parallel_);
-    grad_.resize(params_.size());
-    render_backward(splats_, boxes_, w_, h_, grad_image_.data(), grad_.data(), parallel_);
-
+    forward(/*with_loss_grad=*/true);
     const float s = lr_scale(it, opts_);
     const float lr[kParamsPerSplat] = {
         opts_.lr_position * s,   opts_.lr_position * s,   opts_.lr_covariance * s,
@@ -365,11 +414,11 @@ class Fitter {
     const float l1 = opts_.l1_color / float(3 * n());
     const float max_log_std = std::log(float(std::max(w_, h_)));
     const float min_log_std = std::log(kMinStd);
-    const int N = n();
-#pragma omp parallel for schedule(static) if (parallel_)
-    for (int i = 0; i < N; ++i) {
+    // Each splat's Adam step follows its gradient in the backward pass: params_
+    // is not read by the backward (it renders splats_), so no barrier between.
+    render_backward_each(splats_, boxes_, w_, h_, grad_image_.data(), parallel_,
+                         [&](int i, float* g) {
       float* p = &params_[size_t(i) * kParamsPerSplat];
-      float* g = &grad_[size_t(i) * kParamsPerSplat];
       // Chain rule from pixel parameters to the optimizer's units.
       g[kX] *= cell_;
       g[kY] *= cell_;
@@ -392,7 +441,7 @@ class Fitter {
       p[kY] = std::clamp(p[kY], 0.f, h_ / cell_);
       p[kA] = std::clamp(p[kA], min_log_std, max_log_std);
       p[kC] = std::clamp(p[kC], min_log_std, max_log_std);
-    }
+    });
   }
 
   // Paper §4.4, luminance-aware pruning (schedule: prune_due in fit_options.h).
@@ -442,17 +491,19 @@ class Fitter {
 
   const FitOptions& opts_;
   const std::vector<float>* const warm_start_;
-  const int w_, h_;
+  const int full_w_, full_h_;
+  int w_, h_;  // of the image being fitted: full size, or half in the coarse phase
   const bool parallel_;
-  const size_t plane_;
-  float cell_;
-  std::vector<float> target_, render_, grad_image_;
-  std::vector<float> params_, grad_, m_, v_;
+  size_t plane_;
+  float cell_, full_cell_;
+  std::vector<float> target_, full_target_, render_, grad_image_;
+  std::vector<float> params_, m_, v_;
   std::vector<int> age_;  // Adam steps each splat has taken
   int held_ = 0;          // splats densification adds
   int round_ = 1;         // the next densification round
   int pruned_ = 0;
   bool snap_ = false;     // render the geometry snapped to the file's grids
+  int coarse_ = 0;        // steps that fit the half-size image (coarse to fine)
   std::vector<PixelSplat<float>> splats_;
   std::vector<PixelBox> boxes_;
   TileBins bins_;

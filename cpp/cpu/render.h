@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../splat_math.h"
+#include "loss.h"
 
 namespace gs::cpu {
 namespace GS_ISA {
@@ -71,12 +72,16 @@ inline void bin_boxes(const std::vector<PixelBox>& boxes, int width, int height,
   }
 }
 
-// out: planar 3 x H x W, overwritten.
+// out: planar 3 x H x W, overwritten. With loss_target (planar 3 x H x W) the
+// fit's loss gradient l2_grad of each pixel goes to loss_grad in the same pass,
+// while the tile is still in cache.
 template <typename T>
 void render_forward(const std::vector<PixelSplat<T>>& splats, const std::vector<PixelBox>& boxes,
-                    const TileBins& bins, int width, int height, T* out, bool parallel) {
+                    const TileBins& bins, int width, int height, T* out, bool parallel,
+                    const T* loss_target = nullptr, T* loss_grad = nullptr) {
   const int n_tiles = bins.tiles_x * bins.tiles_y;
   const size_t plane = size_t(width) * height;
+  const T grad_scale = T(2) / T(3 * plane);
 #pragma omp parallel for schedule(dynamic, 4) if (parallel)
   for (int t = 0; t < n_tiles; ++t) {
     const int tx0 = (t % bins.tiles_x) * kTileSize, ty0 = (t / bins.tiles_x) * kTileSize;
@@ -103,17 +108,24 @@ void render_forward(const std::vector<PixelSplat<T>>& splats, const std::vector<
       }
     }
     for (int ch = 0; ch < 3; ++ch)
-      for (int ly = 0; ly < th; ++ly)
-        std::copy(acc[ch] + ly * kTileSize, acc[ch] + ly * kTileSize + tw,
-                  out + ch * plane + size_t(ty0 + ly) * width + tx0);
+      for (int ly = 0; ly < th; ++ly) {
+        const size_t row = ch * plane + size_t(ty0 + ly) * width + tx0;
+        std::copy(acc[ch] + ly * kTileSize, acc[ch] + ly * kTileSize + tw, out + row);
+        if (loss_target)
+          for (int lx = 0; lx < tw; ++lx)
+            loss_grad[row + lx] = l2_grad(acc[ch][ly * kTileSize + lx], loss_target[row + lx], grad_scale);
+      }
   }
 }
 
 // grad_image: planar 3 x H x W gradient of the loss w.r.t. the rendered image.
-// grad: N x 8 pixel-parameter gradients (Param layout), overwritten.
-template <typename T>
-void render_backward(const std::vector<PixelSplat<T>>& splats, const std::vector<PixelBox>& boxes,
-                     int width, int height, const T* grad_image, T* grad, bool parallel) {
+// Calls done(i, g) with each splat's 8 pixel-parameter gradients (Param layout,
+// a scratch array done may change) on the thread that computed them, so per-splat work (the fit's Adam step)
+// runs in the same parallel pass.
+template <typename T, typename Done>
+void render_backward_each(const std::vector<PixelSplat<T>>& splats,
+                          const std::vector<PixelBox>& boxes, int width, int height,
+                          const T* grad_image, bool parallel, Done&& done) {
   const int n = static_cast<int>(splats.size());
   const size_t plane = size_t(width) * height;
 #pragma omp parallel for schedule(dynamic, 16) if (parallel)
@@ -142,7 +154,7 @@ void render_backward(const std::vector<PixelSplat<T>>& splats, const std::vector
         gbl += d.bl;
       }
     }
-    T* o = grad + size_t(i) * kParamsPerSplat;
+    T o[kParamsPerSplat];
     o[kX] = gx;
     o[kY] = gy;
     o[kA] = ga;
@@ -151,7 +163,17 @@ void render_backward(const std::vector<PixelSplat<T>>& splats, const std::vector
     o[kR] = gr;
     o[kG] = gg;
     o[kBlue] = gbl;
+    done(i, o);
   }
+}
+
+// grad: N x 8 pixel-parameter gradients (Param layout), overwritten.
+template <typename T>
+void render_backward(const std::vector<PixelSplat<T>>& splats, const std::vector<PixelBox>& boxes,
+                     int width, int height, const T* grad_image, T* grad, bool parallel) {
+  render_backward_each(splats, boxes, width, height, grad_image, parallel, [&](int i, const T* g) {
+    std::copy_n(g, kParamsPerSplat, grad + size_t(i) * kParamsPerSplat);
+  });
 }
 
 // Splat x tile pairs that decoding n normalized rows (N x 8) at width x height

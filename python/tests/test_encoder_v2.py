@@ -269,6 +269,35 @@ def test_v2_beats_the_paper_fit_at_equal_steps(sample_image):
     assert v2 > paper + 1.0
 
 
+def test_more_iterations_never_hurt(sample_image):
+    """The schedules (lr decay, densification rounds) scale with the run: a
+    longer run of the default fit must not end worse than a shorter one."""
+    psnrs = [gscodec.fit(sample_image, 400, iterations=t, return_stats=True)[1]["psnr"]
+             for t in (50, 100, 300)]
+    assert psnrs == sorted(psnrs), psnrs
+
+
+def test_coarse_to_fine_fits_half_size_first_deterministically():
+    img = smooth_image(np.random.default_rng(4), 260, 256)
+    kw = dict(iterations=20, seed=1, return_stats=True)
+    coarse, stats = gscodec.fit(img, 300, coarse_fraction=0.5, threads=1, **kw)
+    again = gscodec.fit(img, 300, coarse_fraction=0.5, threads=2, **kw)[0]
+    full, full_stats = gscodec.fit(img, 300, coarse_fraction=0.0, **kw)
+    assert coarse == again and len(coarse) == 300
+    assert coarse != full  # the coarse phase ran
+    assert stats["psnr"] > full_stats["psnr"] - 1.0, (stats["psnr"], full_stats["psnr"])
+    # Under 256 pixels a side there is no coarse phase: the option changes nothing.
+    small = smooth_image(np.random.default_rng(5), 200, 256)
+    assert (gscodec.fit(small, 100, iterations=10, coarse_fraction=0.5)
+            == gscodec.fit(small, 100, iterations=10, coarse_fraction=0.0))
+
+
+@pytest.mark.parametrize("bad", [-0.1, 0.95, float("nan")])
+def test_coarse_fraction_out_of_range_is_refused(bad):
+    with pytest.raises(ValueError, match="coarse_fraction"):
+        gscodec.fit(np.zeros((8, 8, 3), np.uint8), 4, iterations=1, coarse_fraction=bad)
+
+
 CTRL_C = """
 import sys, numpy as np, gscodec
 img = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)

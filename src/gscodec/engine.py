@@ -46,14 +46,14 @@ QAT_LR_RATIO = 0.0003
 #: ablation's baseline, on both backends.
 PAPER_FIT: dict[str, Any] = dict(
     init="grid", lr_position=0.05, lr_covariance=0.05, lr_color=0.01,
-    densify_fraction=0.0, respawn_fraction=0.0, color_solve=False,
+    densify_fraction=0.0, respawn_fraction=0.0, color_solve=False, coarse_fraction=0.0,
 )
 #: The default of both backends (encoder v2): content-adaptive init, half the
 #: splats added by error-guided densification, weak splats respawned, exact
 #: colour solves, larger steps. Chosen by measured time-to-quality.
 CPU_FIT: dict[str, Any] = dict(
     init="content", lr_position=0.15, lr_covariance=0.15, lr_color=0.02,
-    densify_fraction=0.5, respawn_fraction=0.05, color_solve=True,
+    densify_fraction=0.5, respawn_fraction=0.05, color_solve=True, coarse_fraction=0.0,
 )
 
 
@@ -275,6 +275,7 @@ def fit(
     densify_rounds: int = 4,
     respawn_fraction: float | None = None,
     color_solve: bool | None = None,
+    coarse_fraction: float | None = None,
     quantize_for: str | None = None,
     qat_iterations: int | None = None,
     threads: int = 0,
@@ -318,6 +319,10 @@ def fit(
     - ``color_solve``: colours by exact least squares (the render
       is linear in them) after init, after each densification round and at
       the end.
+    - ``coarse_fraction`` (CPU only, 0 to 0.9): this share of the iterations
+      fits the image at half size (2x2 averages, a quarter of the work per
+      step), then the splats carry over to the full image; images with a
+      side under 256 pixels are always fitted at full size.
     - ``quantize_for``: a quantized precision (``"q7"``, ...; see
       `gscodec.quantize`): the splats are returned as a (version 2) file of
       that precision holds them: the fitted geometry quantized, the colours
@@ -357,10 +362,13 @@ def fit(
     if warm is not None and backend == "cuda":
         raise ValueError("init=Splats (a warm start) is implemented on the CPU backend only; "
                          "use device='cpu'")
+    if coarse_fraction and backend == "cuda":
+        raise ValueError(f"coarse_fraction={coarse_fraction!r} is implemented on the CPU backend "
+                         "only; use device='cpu'")
     given = dict(init=None if warm is not None else init, lr_position=lr_position,
                  lr_covariance=lr_covariance, lr_color=lr_color,
                  densify_fraction=densify_fraction, respawn_fraction=respawn_fraction,
-                 color_solve=color_solve)
+                 color_solve=color_solve, coarse_fraction=coarse_fraction)
     o = {k: (CPU_FIT[k] if v is None else v) for k, v in given.items()}
     for name in ("lr_position", "lr_covariance", "lr_color"):
         _check_number(name, o[name], 0.0, 10.0)
@@ -369,6 +377,7 @@ def fit(
     _check_number("prune_threshold", prune_threshold, 0.0, 1e3)
     _check_number("densify_fraction", o["densify_fraction"], 0.0, 0.9)
     _check_number("respawn_fraction", o["respawn_fraction"], 0.0, 0.5)
+    _check_number("coarse_fraction", o["coarse_fraction"], 0.0, 0.9)
     if not isinstance(o["color_solve"], (bool, np.bool_)):
         raise TypeError(f"color_solve must be a bool, got {type(o['color_solve']).__name__}")
     if o["init"] not in ("grid", "random", "content"):
@@ -402,6 +411,7 @@ def fit(
         prune_threshold=float(prune_threshold), prune_every=int(prune_every),
         densify_fraction=float(o["densify_fraction"]), densify_rounds=int(densify_rounds),
         respawn_fraction=float(o["respawn_fraction"]), color_solve=bool(o["color_solve"]),
+        coarse_fraction=float(o["coarse_fraction"]),
         threads=int(threads),
         init_params=[] if warm is None else [s.to_array().ravel() for s in warm],
     )
@@ -464,7 +474,7 @@ def _straight_through(core: ModuleType, values: dict[str, Any], splats: Splats,
     phase = dict(values, n_splats=len(splats), iterations=iterations, qat_iterations=iterations,
                  qat_steps=[grids.field_step(i) for i in (0, 2, 3)],  # x, l11, l21 groups
                  init_params=[splats.to_array().ravel()], prune_threshold=0.0,
-                 lr_final_ratio=1.0,
+                 lr_final_ratio=1.0, coarse_fraction=0.0,
                  lr_position=values["lr_position"] * ratio,
                  lr_covariance=values["lr_covariance"] * ratio,
                  lr_color=values["lr_color"] * ratio)
