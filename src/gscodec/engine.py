@@ -324,7 +324,7 @@ def fit(
       step), then the splats carry over to the full image; images with a
       side under 256 pixels are always fitted at full size.
     - ``quantize_for``: a quantized precision (``"q7"``, ...; see
-      `gscodec.quantize`): the splats are returned as a (version 2) file of
+      `gscodec.quantize`): the splats are returned as a (version 3) file of
       that precision holds them: the fitted geometry quantized, the colours
       re-solved by least squares for that geometry, then quantized too (see
       `gscodec.ratecontrol.quantized_finish`), so the file reproduces the
@@ -467,7 +467,7 @@ def _warm_start(init: Any, images: list[np.ndarray], single: bool) -> list[Splat
 def _straight_through(core: ModuleType, values: dict[str, Any], splats: Splats,
                       image: np.ndarray, precision: Precision, iterations: int) -> Splats:
     """``iterations`` more steps from ``splats`` that render the geometry on the
-    grids a version-2 file of ``precision`` would use for them (Adam restarted
+    grids a file of ``precision`` would use for them (Adam restarted
     at `QAT_LR_RATIO` of the fit's step sizes); returns the snapped geometry."""
     grids = q.quantize(splats, precision).grids
     ratio = QAT_LR_RATIO

@@ -118,7 +118,7 @@ def _check_target(bpp: float, precision: str | None, width: int, height: int,
 
 def quantized_finish(splats: Splats, image: np.ndarray, precision: str | q.Precision,
                      threads: int = 0) -> Splats:
-    """The splats a version-2 file of quantized ``precision`` should hold for
+    """The splats a file of quantized ``precision`` should hold for
     ``image``: the geometry as the file stores it, the colours re-solved by
     least squares (the fit's final colour solve) for that geometry, then
     quantized too. Writing the result at ``precision`` reproduces it."""
@@ -142,6 +142,8 @@ def finish_for(splats: Splats, pixels: np.ndarray, precision: str,
     whatever device fitted them)."""
     if q.parse_precision(precision).mode != q.MODE_QUANT:
         return splats
+    if not iterations:  # no steps: the finish alone, without a fit call around it
+        return quantized_finish(splats, pixels, precision)
     return engine.fit(pixels, len(splats), init=splats, iterations=0, quantize_for=precision,
                       qat_iterations=iterations, device="cpu")
 
