@@ -284,3 +284,45 @@ def test_allocate_meets_the_target_with_fewer_bits_for_looser_targets() -> None:
     assert sizes[0] < sizes[1]
     with pytest.raises(ValueError, match="psnr must be"):
         q.allocate(splats, 0)
+
+
+def test_raw_rate_model_counts_the_raw_payload_exactly() -> None:
+    # allocate's rate model for small (raw) files: fixed code widths,
+    # Elias-Fano positions and the offsets' header bytes, to the bit
+    s = random_splats(16, 32, 32, seed=5)
+    s = Splats(np.clip(s.xy, 0, 0.99), s.chol, s.rgb, 32, 32)
+    for spec in ("q7", "q:pos=+1.5,scale=6.25,shear=5,color=6.75"):
+        data = fmt.dumps(s, precision=spec)
+        assert not header_of(data).zstd
+        cols = q.quantize(s, spec)
+        bits = sum(q._group_rate(cols, g, raw=True) for g in range(4))
+        # 5 start, width, height, count, flags, 4 widths, 4 steps; CRC 4
+        fixed = 8 * (5 + 1 + 1 + 1 + 1 + 4 + 4 + 4)
+        assert 0 <= 8 * len(data) - fixed - bits < 8, spec
+
+
+def test_allocate_for_small_files_saves_whole_code_bits(monkeypatch) -> None:
+    # Raw payloads: counting code widths (not zstd's entropy) gives smaller
+    # files at the same distortion target.
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[:, :16] = (200, 40, 40)
+    img[12:, 16:] = (30, 160, 220)
+    img[::4, ::6] = 255
+    sizes = {"raw": 0, "entropy": 0}
+    for seed in (1, 2):
+        splats = gscodec.fit(img, 16, iterations=100, seed=seed)
+        ref = gscodec.render(splats).astype(np.float64)
+        q7 = fmt.dumps(splats, precision="q7")
+        target = 10 * np.log10(255**2 / np.mean(
+            (gscodec.render(fmt.loads(q7)).astype(np.float64) - ref) ** 2))
+        for model in sizes:
+            with monkeypatch.context() as m:
+                if model == "entropy":  # pretend the file is zstd-coded
+                    m.setattr(q, "_payload_estimates", lambda *args: (0.0, 1.0))
+                data = fmt.dumps(splats, precision=q.allocate(splats, target))
+            out = gscodec.render(fmt.loads(data)).astype(np.float64)
+            assert 10 * np.log10(255**2 / np.mean((out - ref) ** 2)) >= target
+            assert not header_of(data).zstd
+            assert model == "entropy" or len(data) < len(q7)  # the old model could lose
+            sizes[model] += len(data)
+    assert sizes["raw"] < sizes["entropy"]

@@ -20,6 +20,7 @@ without writing a file.
 from __future__ import annotations
 
 import math
+import operator
 import re
 from dataclasses import dataclass
 
@@ -392,6 +393,13 @@ def estimate_bits_per_splat(precision: str | Precision, n_splats: int, width: in
         return 205.0
     if p.mode == MODE_FP16:
         return 97.0
+    return min(_payload_estimates(p, n_splats, width, height))
+
+
+def _payload_estimates(p: Precision, n_splats: int, width: int,
+                       height: int) -> tuple[float, float]:
+    """Estimated payload bits per splat of a quantized file, (zstd frame,
+    raw bits); the writer stores the smaller."""
     n = max(n_splats, 1)
     bits = p.resolve(width, height)
     total = bits[0] + bits[1]
@@ -407,7 +415,7 @@ def estimate_bits_per_splat(precision: str | Precision, n_splats: int, width: in
     # predictors narrow g and b; the step table's rounding widens others).
     split = max(0, total - n.bit_length())
     raw = split + 1 + 2.0 ** (total - split) / n + sum(bits[2:]) - 2.0
-    return min(zstd, raw)
+    return zstd, raw
 
 
 # ---------------------------------------------------------------- formats v2, v3: grids and predictors
@@ -627,8 +635,27 @@ def _spec(pos: float, scale: float, shear: float, color: float) -> str:
     return f"q:pos=+{pos:g},scale={scale:g},shear={shear:g},color={color:g}"
 
 
-def _group_rate(cols: GridColumns, group: int) -> float:
-    """Estimated bits (order-0 entropy) of one group's columns in a v3 zstd payload."""
+def _varint_bits(value: int) -> int:
+    # a zigzag-coded offset's LEB128 bytes in the header, in bits
+    z = 2 * value if value >= 0 else -2 * value - 1
+    return 8 * max(1, -(-z.bit_length() // 7))
+
+
+def _group_rate(cols: GridColumns, group: int, raw: bool = False) -> float:
+    """Estimated bits of one group's columns in a v3 payload: a zstd frame's
+    (order-0 entropy) or, with ``raw``, the raw payload's exact bits (fixed
+    code widths; Elias-Fano positions) plus the header bytes of the group's
+    offsets."""
+    g, n = cols.grids, len(cols.morton_deltas)
+    if raw:
+        fields = STEP_GROUPS[group]
+        stored = [o - (g.offsets[2] if i == 4 else 0) for i, o in enumerate(g.offsets)]
+        offsets = sum(_varint_bits(stored[i]) for i in fields if i >= 2 or any(stored[:2]))
+        if group == 0:
+            total = g.widths[0] + g.widths[1]
+            split = max(0, total - n.bit_length())
+            return n * (split + 1) + 2.0 ** (total - split) + offsets
+        return n * sum(g.widths[i] for i in fields) + offsets
     if group == 0:  # positions: packed low bits of the Morton gaps + entropy of the rest
         total = cols.grids.widths[0] + cols.grids.widths[1]
         low = max(0, total - len(cols.morton_deltas).bit_length() - 3)
@@ -663,11 +690,15 @@ def allocate(splats: Splats, psnr: float) -> str:
     # 8-bit units, less what the finest setting of the other groups costs.
     ref = render(splats, dtype=np.float32).astype(np.float64) * 255
     lossless = 14.0  # bits of the groups held fixed while one is measured
+    # Small files are stored raw (fixed code widths), where only a narrower
+    # code saves bits: count those bits, not zstd's entropy.
+    raw = operator.gt(*_payload_estimates(parse_precision("q7"), len(splats), splats.width,
+                                          splats.height))
 
     def error_and_rate(spec: str, group: int) -> tuple[float, float]:
         cols = quantize(splats, spec)
         out = render(dequantize(cols, splats.width, splats.height), dtype=np.float32)
-        return float(((out * 255.0 - ref) ** 2).sum()), _group_rate(cols, group)
+        return float(((out * 255.0 - ref) ** 2).sum()), _group_rate(cols, group, raw)
 
     floor = error_and_rate(_spec(4, lossless, lossless, lossless), 0)[0]
 
@@ -707,7 +738,34 @@ def allocate(splats: Splats, psnr: float) -> str:
             trial[group] -= 0.25
             if trial[group] >= (0 if group == 0 else 1) and passes(trial):
                 choice, improved = trial, True
+    if raw:
+        choice = _trade_widths(choice, passes, lambda c: sum(
+            _group_rate(cols, g, True) for cols in [quantize(splats, _spec(*c))] for g in range(4)))
     return _spec(*choice)
+
+
+def _trade_widths(choice: list[float], passes, rate) -> list[float]:
+    """Raw payloads pay whole bits per code: make one group a notch finer
+    and another coarser until it drops a code bit, while that saves bits
+    and the render still meets the target (repeat until nothing does)."""
+    lowest = (0, 1, 1, 1)
+    best = rate(choice)
+    improved = True
+    while improved:
+        improved = False
+        for finer in range(4):
+            for coarser in range(4):
+                if finer == coarser:
+                    continue
+                trial = choice.copy()
+                trial[finer] += 0.25
+                bits = rate(trial)
+                while trial[coarser] - 0.25 >= lowest[coarser] and bits >= best:
+                    trial[coarser] -= 0.25
+                    bits = rate(trial)
+                if bits < best and passes(trial):
+                    choice, best, improved = trial, bits, True
+    return choice
 
 
 def _cheapest(options: list[list[tuple[float, float, float]]],
