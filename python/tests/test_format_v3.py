@@ -326,3 +326,18 @@ def test_allocate_for_small_files_saves_whole_code_bits(monkeypatch) -> None:
             assert model == "entropy" or len(data) < len(q7)  # the old model could lose
             sizes[model] += len(data)
     assert sizes["raw"] < sizes["entropy"]
+
+
+def test_one_outlier_colour_does_not_coarsen_every_colour() -> None:
+    # A tiny splat with a far-out colour (as fits sometimes leave at a border)
+    # gets a wide code; the other splats keep q7's colour step.
+    s = random_splats(40, 32, 32, seed=2)
+    arr = s.to_array()
+    clean = q.quantize(s, "q7").grids.field_step(5)
+    arr[7, 7] = -12.0
+    outlier = Splats.from_array(arr, 32, 32)
+    cols = q.quantize(outlier, "q7")
+    uncapped = np.ptp(arr[:, 5:]) / 127  # 7 bits over the full range
+    assert cols.grids.field_step(5) <= min(3 * clean, uncapped / 2)
+    out = fmt.loads(fmt.dumps(outlier, precision="q7")).to_array()[np.argsort(cols.order)]
+    assert np.abs(out[:, 5:] - arr[:, 5:]).max() <= cols.grids.field_step(5) / 2 + 1e-6

@@ -514,12 +514,19 @@ def _order0_bits(codes: np.ndarray) -> float:
 
 def _requested_step(p: Precision, group: tuple[int, ...], t: np.ndarray) -> float:
     # Positions "+k": 1/2**k pixel; otherwise b bits over the widest range in
-    # the group. The finest request in a group wins.
+    # the group (colours: over at most 8 interquartile ranges). The finest
+    # request in a group wins.
     steps = [2.0 ** -p.bits[i] for i in group if p.relative[i]]
     absolute = [p.bits[i] for i in group if not p.relative[i]]
     if absolute and t.shape[1]:
         # A field of one value gets a step for its magnitude (small offsets).
         span = float(np.ptp(t, axis=1).max()) or float(np.abs(t).max()) or 1.0
+        if group == STEP_GROUPS[-1]:
+            # One outlier colour (a tiny splat the fit drove to -8) must not
+            # coarsen every colour: at most 8 interquartile ranges; the
+            # outliers get wider codes instead.
+            q1, q3 = np.percentile(t, [25, 75], axis=1)
+            span = min(span, 8 * float((q3 - q1).max())) or span
         steps.append(span / (2.0 ** min(absolute) - 1))
     elif absolute:
         steps.append(1.0)
