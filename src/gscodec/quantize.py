@@ -621,6 +621,13 @@ def dequantize(columns: GridColumns, width: int, height: int) -> Splats:
 #: What `allocate` varies: position grids (+k) and bits of each step group.
 _POSITION_CHOICES = tuple(b / 4 for b in range(0, 17))  # a grid of 1 .. 1/16 pixel
 _BITS_CHOICES = tuple(b / 2 for b in range(6, 25))  # 3 .. 12 bits
+#: The error budgets `allocate` tries, as multiples of the target's squared error.
+_BUDGET_SCALES = tuple(np.geomspace(4.0, 0.25, 13))
+#: Lagrange multipliers of the rate-distortion sweep (`_cheapest`).
+_LAMBDAS = np.geomspace(1e-3, 1e9, 400)
+#: A group's error table stops at the first choice whose error is below this
+#: part of the smallest budget: finer choices buy next to nothing.
+_NEGLIGIBLE = 1 / 64
 
 
 def _spec(pos: float, scale: float, shear: float, color: float) -> str:
@@ -644,12 +651,16 @@ def allocate(splats: Splats, psnr: float) -> str:
 
     Measures, per field group (positions, sizes, shear, colour) and per
     precision, the render's squared error with only that group quantized and
-    the group's entropy in a version-3 payload; picks one precision per group
-    on the lower convex hull of rate against error (a Lagrangian sweep) with
-    the summed error within the target, checks the real render, then
-    coarsens one group a notch at a time while the real render still meets
-    the target. Returns an explicit ``q:`` spec (fractional bits: version-3
-    files only).
+    the group's entropy in a version-3 payload, from the middle of the
+    group's choices outwards: coarser until one choice alone exceeds the
+    largest error budget (it can never be picked), finer until the error is
+    negligible. Then picks one precision per group on the lower convex hull
+    of rate against error (a Lagrangian sweep) with the summed error within
+    a budget, for budgets from loose to tight until the real render meets
+    the target, and coarsens one group a notch at a time while the real
+    render still meets it (a group that failed is not tried again: the
+    others only get coarser). Returns an explicit ``q:`` spec (fractional
+    bits: version-3 files only).
     """
     from .engine import render  # the container (format.py) must not load compiled code
 
@@ -661,52 +672,70 @@ def allocate(splats: Splats, psnr: float) -> str:
         return _spec(2, 7, 7, 7)
     # Errors of the unclamped float render (no 8-bit rounding noise), in
     # 8-bit units, less what the finest setting of the other groups costs.
-    ref = render(splats, dtype=np.float32).astype(np.float64) * 255
+    ref = render(splats, dtype=np.float32).astype(np.float64).ravel() * 255
     lossless = 14.0  # bits of the groups held fixed while one is measured
+    finest = [4, lossless, lossless, lossless]
+    target = ref.size * 255.0 ** 2 / 10 ** (psnr / 10)
 
-    def error_and_rate(spec: str, group: int) -> tuple[float, float]:
-        cols = quantize(splats, spec)
+    def error_and_rate(choice: list[float], group: int) -> tuple[float, float]:
+        cols = quantize(splats, _spec(*choice))
         out = render(dequantize(cols, splats.width, splats.height), dtype=np.float32)
-        return float(((out * 255.0 - ref) ** 2).sum()), _group_rate(cols, group)
+        diff = out.ravel() * 255.0 - ref
+        return float(np.einsum("i,i", diff, diff)), _group_rate(cols, group)
 
-    floor = error_and_rate(_spec(4, lossless, lossless, lossless), 0)[0]
+    floor = error_and_rate(finest, 0)[0]
 
-    options = []
-    for group, choices in enumerate((_POSITION_CHOICES,) + (_BITS_CHOICES,) * 3):
-        table = []
-        for c in choices:
-            args = [4, lossless, lossless, lossless]
-            args[group] = c
-            error, rate = error_and_rate(_spec(*args), group)
-            table.append((c, max(0.0, error - floor), rate))
-        options.append(table)
+    def table(group: int, choices: tuple[float, ...]) -> list[tuple[float, float, float]]:
+        # (choice, error, rate), coarse to fine, of the choices that can matter.
+        def measure(c: float) -> tuple[float, float, float]:
+            error, rate = error_and_rate(finest[:group] + [c] + finest[group + 1:], group)
+            return c, max(0.0, error - floor), rate
+
+        middle = len(choices) // 2
+        rows = [measure(choices[middle])]
+        for c in reversed(choices[:middle]):
+            if rows[0][1] > target * _BUDGET_SCALES[0]:
+                break
+            rows.insert(0, measure(c))
+        for c in choices[middle + 1:]:
+            if rows[-1][1] <= target * _BUDGET_SCALES[-1] * _NEGLIGIBLE:
+                break
+            rows.append(measure(c))
+        return rows
+
+    options = [table(group, choices)
+               for group, choices in enumerate((_POSITION_CHOICES,) + (_BITS_CHOICES,) * 3)]
     # The summed errors are an estimate: try budgets around the target and
     # keep the cheapest choice whose real 8-bit render meets it.
-    target = ref.size * 255.0 ** 2 / 10 ** (psnr / 10)
-    ref8 = render(splats).astype(np.float64)
+    ref8 = render(splats).astype(np.float64).ravel()
+    checked: dict[tuple[float, ...], bool] = {}
 
     def passes(choice: list[float]) -> bool:
-        out = render(roundtrip(splats, _spec(*choice))).astype(np.float64)
-        return float(((out - ref8) ** 2).sum()) <= target
+        key = tuple(choice)
+        if key not in checked:
+            out = render(roundtrip(splats, _spec(*choice))).ravel() - ref8
+            checked[key] = float(np.einsum("i,i", out, out)) <= target
+        return checked[key]
 
     best = None
-    for scale in np.geomspace(4.0, 0.25, 13):
+    for scale in _BUDGET_SCALES:
         choice, rate = _cheapest(options, target * scale)
         if (best is None or rate < best[1]) and passes(choice):
             best = (choice, rate)
     if best is None:
-        return _spec(4, lossless, lossless, lossless)
+        return _spec(*finest)
     # The summed estimates are conservative: coarsen one group a notch at a
     # time while the real render still meets the target.
     choice = list(best[0])
-    improved = True
-    while improved:
-        improved = False
-        for group in (3, 1, 2, 0):  # colour first: its errors hide best
+    open_groups = [3, 1, 2, 0]  # colour first: its errors hide best
+    while open_groups:
+        for group in list(open_groups):
             trial = choice.copy()
             trial[group] -= 0.25
             if trial[group] >= (0 if group == 0 else 1) and passes(trial):
-                choice, improved = trial, True
+                choice = trial
+            else:
+                open_groups.remove(group)
     return _spec(*choice)
 
 
@@ -714,12 +743,14 @@ def _cheapest(options: list[list[tuple[float, float, float]]],
               budget: float) -> tuple[list[float], float]:
     """Per group the choice minimizing error + lambda * rate, for the lambda
     giving the lowest total rate with total error within ``budget``."""
-    best = None
-    for lam in np.geomspace(1e-3, 1e9, 400):
-        picks = [min(t, key=lambda o: o[1] + lam * o[2]) for t in options]
-        error, rate = sum(p[1] for p in picks), sum(p[2] for p in picks)
-        if error <= budget and (best is None or rate < best[0]):
-            best = (rate, [p[0] for p in picks])
-    if best is None:  # even the finest choices miss the budget
-        best = (float("inf"), [t[-1][0] for t in options])
-    return best[1], best[0]
+    errors, rates, picks = np.zeros(len(_LAMBDAS)), np.zeros(len(_LAMBDAS)), []
+    for t in options:
+        _, error, rate = (np.array(column) for column in zip(*t))
+        pick = np.argmin(error[None, :] + _LAMBDAS[:, None] * rate[None, :], axis=1)
+        errors, rates = errors + error[pick], rates + rate[pick]
+        picks.append(pick)
+    feasible = np.flatnonzero(errors <= budget)
+    if not feasible.size:  # even the finest choices miss the budget
+        return [t[-1][0] for t in options], float("inf")
+    best = feasible[np.argmin(rates[feasible])]
+    return [t[p[best]][0] for t, p in zip(options, picks)], float(rates[best])
