@@ -651,16 +651,16 @@ def allocate(splats: Splats, psnr: float) -> str:
 
     Measures, per field group (positions, sizes, shear, colour) and per
     precision, the render's squared error with only that group quantized and
-    the group's entropy in a version-3 payload, from the middle of the
-    group's choices outwards: coarser until one choice alone exceeds the
-    largest error budget (it can never be picked), finer until the error is
-    negligible. Then picks one precision per group on the lower convex hull
-    of rate against error (a Lagrangian sweep) with the summed error within
-    a budget, for budgets from loose to tight until the real render meets
-    the target, and coarsens one group a notch at a time while the real
-    render still meets it (a group that failed is not tried again: the
-    others only get coarser). Returns an explicit ``q:`` spec (fractional
-    bits: version-3 files only).
+    the group's entropy in a version-3 payload. Only the choices that can
+    matter are measured: every other one from the middle outwards, coarser
+    until one alone exceeds the largest error budget, finer until its error
+    is negligible, then the neighbours of each pick. Picks one precision per
+    group on the lower convex hull of rate against error (a Lagrangian
+    sweep) with the summed error within a budget, for budgets from loose to
+    tight until the real render meets the target, then coarsens one group a
+    notch at a time while the real render still meets it (a group that
+    failed is not tried again: the others only get coarser). Returns an
+    explicit ``q:`` spec (fractional bits: version-3 files only).
     """
     from .engine import render  # the container (format.py) must not load compiled code
 
@@ -683,30 +683,47 @@ def allocate(splats: Splats, psnr: float) -> str:
         diff = out.ravel() * 255.0 - ref
         return float(np.einsum("i,i", diff, diff)), _group_rate(cols, group)
 
-    floor = error_and_rate(finest, 0)[0]
+    floor, finest_position_rate = error_and_rate(finest, 0)
+    groups = (_POSITION_CHOICES,) + (_BITS_CHOICES,) * 3
+    tables: list[dict[int, tuple[float, float, float]]] = [{} for _ in groups]
+    tables[0][len(_POSITION_CHOICES) - 1] = (finest[0], 0.0, finest_position_rate)
 
-    def table(group: int, choices: tuple[float, ...]) -> list[tuple[float, float, float]]:
-        # (choice, error, rate), coarse to fine, of the choices that can matter.
-        def measure(c: float) -> tuple[float, float, float]:
+    def error_at(group: int, index: int) -> float:
+        # Measures (choice, error, rate) of one choice once; returns its error.
+        if index not in tables[group]:
+            c = groups[group][index]
             error, rate = error_and_rate(finest[:group] + [c] + finest[group + 1:], group)
-            return c, max(0.0, error - floor), rate
+            tables[group][index] = (c, max(0.0, error - floor), rate)
+        return tables[group][index][1]
 
+    # Every other choice, from the middle outwards, while it can matter.
+    for group, choices in enumerate(groups):
         middle = len(choices) // 2
-        rows = [measure(choices[middle])]
-        for c in reversed(choices[:middle]):
-            if rows[0][1] > target * _BUDGET_SCALES[0]:
-                break
-            rows.insert(0, measure(c))
-        for c in choices[middle + 1:]:
-            if rows[-1][1] <= target * _BUDGET_SCALES[-1] * _NEGLIGIBLE:
-                break
-            rows.append(measure(c))
-        return rows
+        index = middle
+        while error_at(group, index) <= target * _BUDGET_SCALES[0] and index >= 2:
+            index -= 2
+        index = middle
+        while error_at(group, index) > target * _BUDGET_SCALES[-1] * _NEGLIGIBLE \
+                and index + 2 < len(choices):
+            index += 2
 
-    options = [table(group, choices)
-               for group, choices in enumerate((_POSITION_CHOICES,) + (_BITS_CHOICES,) * 3)]
-    # The summed errors are an estimate: try budgets around the target and
-    # keep the cheapest choice whose real 8-bit render meets it.
+    def cheapest(budget: float) -> tuple[list[float], float]:
+        # `_cheapest` of the measured choices, after measuring the neighbours
+        # of its picks until they no longer change it.
+        while True:
+            options = [[t[i] for i in sorted(t)] for t in tables]
+            choice, rate = _cheapest(options, budget)
+            missing = [(g, i + step) for g, c in enumerate(choice)
+                       for i in [groups[g].index(c)] for step in (-1, 1)
+                       if 0 <= i + step < len(groups[g]) and i + step not in tables[g]]
+            if not missing:
+                return choice, rate
+            for g, i in missing:
+                error_at(g, i)
+
+    # The summed errors are an estimate: try budgets from loose to tight and
+    # keep the first pick whose real 8-bit render meets the target (the
+    # fewest bits: a tighter budget never costs fewer).
     ref8 = render(splats).astype(np.float64).ravel()
     checked: dict[tuple[float, ...], bool] = {}
 
@@ -717,16 +734,12 @@ def allocate(splats: Splats, psnr: float) -> str:
             checked[key] = float(np.einsum("i,i", out, out)) <= target
         return checked[key]
 
-    best = None
-    for scale in _BUDGET_SCALES:
-        choice, rate = _cheapest(options, target * scale)
-        if (best is None or rate < best[1]) and passes(choice):
-            best = (choice, rate)
-    if best is None:
+    picks = (cheapest(target * scale)[0] for scale in _BUDGET_SCALES)
+    choice = next((c for c in picks if passes(c)), None)
+    if choice is None:
         return _spec(*finest)
     # The summed estimates are conservative: coarsen one group a notch at a
     # time while the real render still meets the target.
-    choice = list(best[0])
     open_groups = [3, 1, 2, 0]  # colour first: its errors hide best
     while open_groups:
         for group in list(open_groups):
