@@ -79,15 +79,20 @@ NormalEquations normal_equations(const std::vector<PixelSplat<T>>& splats,
       if (bi.empty()) continue;
       const int wi = bi.x1 - bi.x0 + 1;
       const T* pi = patch.data() + off[i];
-      for (int ch = 0; ch < 3; ++ch) {
-        double sum = 0;
-        for (int py = bi.y0; py <= bi.y1; ++py) {
-          const T* t = target + ch * plane + size_t(py) * width;
-          const T* w = pi + size_t(py - bi.y0) * wi;
-          for (int px = bi.x0; px <= bi.x1; ++px) sum += double(w[px - bi.x0]) * t[px];
+      // The three channels in one pass: three independent sums (each in the
+      // order of a channel alone) instead of one latency-bound chain at a time.
+      double sum[3] = {0, 0, 0};
+      for (int py = bi.y0; py <= bi.y1; ++py) {
+        const T* t = target + size_t(py) * width;
+        const T* w = pi + size_t(py - bi.y0) * wi - bi.x0;
+        for (int px = bi.x0; px <= bi.x1; ++px) {
+          const double wp = w[px];
+          sum[0] += wp * t[px];
+          sum[1] += wp * t[plane + px];
+          sum[2] += wp * t[2 * plane + px];
         }
-        eq.rhs[size_t(3) * i + ch] = sum;
       }
+      for (int ch = 0; ch < 3; ++ch) eq.rhs[size_t(3) * i + ch] = sum[ch];
       neighbours.clear();
       for (int ty = bi.y0 / kTileSize; ty <= bi.y1 / kTileSize; ++ty)
         for (int tx = bi.x0 / kTileSize; tx <= bi.x1 / kTileSize; ++tx) {

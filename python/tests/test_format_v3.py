@@ -5,6 +5,7 @@ the compact header, crafted headers, dictionaries and per-field allocation
 from __future__ import annotations
 
 import io
+import operator
 import struct
 import zlib
 
@@ -341,3 +342,67 @@ def test_one_outlier_colour_does_not_coarsen_every_colour() -> None:
     assert cols.grids.field_step(5) <= min(3 * clean, uncapped / 2)
     out = fmt.loads(fmt.dumps(outlier, precision="q7")).to_array()[np.argsort(cols.order)]
     assert np.abs(out[:, 5:] - arr[:, 5:]).max() <= cols.grids.field_step(5) / 2 + 1e-6
+
+
+def _allocate_measuring_everything(splats: Splats, psnr: float) -> str:
+    """`q.allocate` the obvious way: every choice of every group measured, the
+    budgets swept from loose to tight, every group retried after each
+    coarsening (what `allocate` computes with far fewer renders)."""
+    ref = gscodec.render(splats, dtype=np.float32).astype(np.float64) * 255
+    target = ref.size * 255.0**2 / 10 ** (psnr / 10)
+    finest = [4, 14.0, 14.0, 14.0]
+    raw = operator.gt(*q._payload_estimates(q.parse_precision("q7"), len(splats),
+                                            splats.width, splats.height))
+
+    def error_and_rate(choice: list[float], group: int) -> tuple[float, float]:
+        cols = q.quantize(splats, q._spec(*choice))
+        out = gscodec.render(q.dequantize(cols, splats.width, splats.height), dtype=np.float32)
+        return float(((out * 255.0 - ref) ** 2).sum()), q._group_rate(cols, group, raw)
+
+    floor = error_and_rate(finest, 0)[0]
+    options = []
+    for group, choices in enumerate((q._POSITION_CHOICES,) + (q._BITS_CHOICES,) * 3):
+        rows = []
+        for c in choices:
+            error, rate = error_and_rate(finest[:group] + [c] + finest[group + 1:], group)
+            rows.append((c, max(0.0, error - floor), rate))
+        options.append(rows)
+    ref8 = gscodec.render(splats).astype(np.float64)
+
+    def passes(choice: list[float]) -> bool:
+        out = gscodec.render(q.roundtrip(splats, q._spec(*choice))).astype(np.float64)
+        return float(((out - ref8) ** 2).sum()) <= target
+
+    picks = (q._cheapest(options, target * s)[0] for s in q._BUDGET_SCALES)
+    choice = next((c for c in picks if passes(c)), None)
+    if choice is None:
+        return q._spec(*finest)
+    improved = True
+    while improved:
+        improved = False
+        for group in (3, 1, 2, 0):
+            trial = choice.copy()
+            trial[group] -= 0.25
+            if trial[group] >= (0 if group == 0 else 1) and passes(trial):
+                choice, improved = trial, True
+    if raw:
+        choice = q._trade_widths(choice, passes, lambda c: sum(
+            q._group_rate(q.quantize(splats, q._spec(*c)), g, True) for g in range(4)))
+    return q._spec(*choice)
+
+
+@pytest.mark.parametrize("n, target", [(60, 32.0), (60, 40.0), (150, 36.0)])
+def test_allocate_picks_what_measuring_every_choice_picks(n: int, target: float) -> None:
+    rng = np.random.default_rng(n)
+    img = (rng.random((6, 8, 3)) * 255).astype(np.uint8).repeat(5, axis=0).repeat(5, axis=1)
+    splats = gscodec.fit(img, n, iterations=60)
+    assert q.allocate(splats, target) == _allocate_measuring_everything(splats, target)
+
+
+def test_cheapest_spends_the_budget_on_the_cheapest_error() -> None:
+    # Two groups; the second's error is cheaper to remove: a budget that
+    # needs one fine group makes it the second.
+    options = [[(1.0, 8.0, 10.0), (2.0, 1.0, 30.0)], [(1.0, 8.0, 10.0), (2.0, 1.0, 12.0)]]
+    assert q._cheapest(options, 10.0) == ([1.0, 2.0], 22.0)
+    assert q._cheapest(options, 2.0) == ([2.0, 2.0], 42.0)
+    assert q._cheapest(options, 0.5) == ([2.0, 2.0], float("inf"))  # even the finest miss it

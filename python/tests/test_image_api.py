@@ -276,3 +276,26 @@ def test_bpp_chooses_count_and_precision_together(fit_calls) -> None:
     assert joint.precision != at_q7.precision
     assert abs(joint.info["bpp"] / 4.0 - 1) <= 0.10
     assert joint.n_splats > at_q7.n_splats
+
+
+@pytest.mark.parametrize("share", [0.3, 0.8, 0.97])
+def test_trim_keeps_the_most_splats_that_fit(share: float) -> None:
+    splats = gscodec.fit(smooth_image(4, 48, 40), 300, iterations=20)
+    precision = "q:pos=+2,scale=7,shear=7,color=6.5"
+    budget = share * len(fmt.dumps(splats, precision=precision)) * 8
+    kept = gscodec.ratecontrol._trim(splats, precision, budget)
+    assert len(fmt.dumps(kept, precision=precision)) * 8 <= budget
+    # one more (the next weakest) no longer fits
+    arr = splats.to_array()
+    energy = (arr[:, 5:8].astype(np.float64) ** 2).sum(1) * arr[:, 2] * arr[:, 4]
+    order = np.argsort(-energy, kind="stable")
+    one_more = Splats.from_array(arr[np.sort(order[:len(kept) + 1])], 48, 40)
+    assert len(fmt.dumps(one_more, precision=precision)) * 8 > budget
+    assert kept == Splats.from_array(arr[np.sort(order[:len(kept)])], 48, 40)
+
+
+def test_trim_returns_fitting_splats_unchanged_and_keeps_one_at_least() -> None:
+    splats = gscodec.fit(smooth_image(5, 24, 24), 40, iterations=10)
+    size = len(fmt.dumps(splats, precision="q7")) * 8
+    assert gscodec.ratecontrol._trim(splats, "q7", size) is splats
+    assert len(gscodec.ratecontrol._trim(splats, "q7", 8.0)) == 1

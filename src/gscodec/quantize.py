@@ -636,6 +636,13 @@ def dequantize(columns: GridColumns, width: int, height: int) -> Splats:
 #: What `allocate` varies: position grids (+k) and bits of each step group.
 _POSITION_CHOICES = tuple(b / 4 for b in range(0, 17))  # a grid of 1 .. 1/16 pixel
 _BITS_CHOICES = tuple(b / 2 for b in range(6, 25))  # 3 .. 12 bits
+#: The error budgets `allocate` tries, as multiples of the target's squared error.
+_BUDGET_SCALES = tuple(np.geomspace(4.0, 0.25, 13))
+#: Lagrange multipliers of the rate-distortion sweep (`_cheapest`).
+_LAMBDAS = np.geomspace(1e-3, 1e9, 400)
+#: A group's error table stops at the first choice whose error is below this
+#: part of the smallest budget: finer choices buy next to nothing.
+_NEGLIGIBLE = 1 / 64
 
 
 def _spec(pos: float, scale: float, shear: float, color: float) -> str:
@@ -678,12 +685,16 @@ def allocate(splats: Splats, psnr: float) -> str:
 
     Measures, per field group (positions, sizes, shear, colour) and per
     precision, the render's squared error with only that group quantized and
-    the group's entropy in a version-3 payload; picks one precision per group
-    on the lower convex hull of rate against error (a Lagrangian sweep) with
-    the summed error within the target, checks the real render, then
-    coarsens one group a notch at a time while the real render still meets
-    the target. Returns an explicit ``q:`` spec (fractional bits: version-3
-    files only).
+    the group's entropy in a version-3 payload. Only the choices that can
+    matter are measured: every other one from the middle outwards, coarser
+    until one alone exceeds the largest error budget, finer until its error
+    is negligible, then the neighbours of each pick. Picks one precision per
+    group on the lower convex hull of rate against error (a Lagrangian
+    sweep) with the summed error within a budget, for budgets from loose to
+    tight until the real render meets the target, then coarsens one group a
+    notch at a time while the real render still meets it (a group that
+    failed is not tried again: the others only get coarser). Returns an
+    explicit ``q:`` spec (fractional bits: version-3 files only).
     """
     from .engine import render  # the container (format.py) must not load compiled code
 
@@ -695,56 +706,87 @@ def allocate(splats: Splats, psnr: float) -> str:
         return _spec(2, 7, 7, 7)
     # Errors of the unclamped float render (no 8-bit rounding noise), in
     # 8-bit units, less what the finest setting of the other groups costs.
-    ref = render(splats, dtype=np.float32).astype(np.float64) * 255
+    ref = render(splats, dtype=np.float32).astype(np.float64).ravel() * 255
     lossless = 14.0  # bits of the groups held fixed while one is measured
     # Small files are stored raw (fixed code widths), where only a narrower
     # code saves bits: count those bits, not zstd's entropy.
     raw = operator.gt(*_payload_estimates(parse_precision("q7"), len(splats), splats.width,
                                           splats.height))
-
-    def error_and_rate(spec: str, group: int) -> tuple[float, float]:
-        cols = quantize(splats, spec)
-        out = render(dequantize(cols, splats.width, splats.height), dtype=np.float32)
-        return float(((out * 255.0 - ref) ** 2).sum()), _group_rate(cols, group, raw)
-
-    floor = error_and_rate(_spec(4, lossless, lossless, lossless), 0)[0]
-
-    options = []
-    for group, choices in enumerate((_POSITION_CHOICES,) + (_BITS_CHOICES,) * 3):
-        table = []
-        for c in choices:
-            args = [4, lossless, lossless, lossless]
-            args[group] = c
-            error, rate = error_and_rate(_spec(*args), group)
-            table.append((c, max(0.0, error - floor), rate))
-        options.append(table)
-    # The summed errors are an estimate: try budgets around the target and
-    # keep the cheapest choice whose real 8-bit render meets it.
+    finest = [4, lossless, lossless, lossless]
     target = ref.size * 255.0 ** 2 / 10 ** (psnr / 10)
-    ref8 = render(splats).astype(np.float64)
+
+    def error_and_rate(choice: list[float], group: int) -> tuple[float, float]:
+        cols = quantize(splats, _spec(*choice))
+        out = render(dequantize(cols, splats.width, splats.height), dtype=np.float32)
+        diff = out.ravel() * 255.0 - ref
+        return float(np.einsum("i,i", diff, diff)), _group_rate(cols, group, raw)
+
+    floor, finest_position_rate = error_and_rate(finest, 0)
+    groups = (_POSITION_CHOICES,) + (_BITS_CHOICES,) * 3
+    tables: list[dict[int, tuple[float, float, float]]] = [{} for _ in groups]
+    tables[0][len(_POSITION_CHOICES) - 1] = (finest[0], 0.0, finest_position_rate)
+
+    def error_at(group: int, index: int) -> float:
+        # Measures (choice, error, rate) of one choice once; returns its error.
+        if index not in tables[group]:
+            c = groups[group][index]
+            error, rate = error_and_rate(finest[:group] + [c] + finest[group + 1:], group)
+            tables[group][index] = (c, max(0.0, error - floor), rate)
+        return tables[group][index][1]
+
+    # Every other choice, from the middle outwards, while it can matter.
+    for group, choices in enumerate(groups):
+        middle = len(choices) // 2
+        index = middle
+        while error_at(group, index) <= target * _BUDGET_SCALES[0] and index >= 2:
+            index -= 2
+        index = middle
+        while error_at(group, index) > target * _BUDGET_SCALES[-1] * _NEGLIGIBLE \
+                and index + 2 < len(choices):
+            index += 2
+
+    def cheapest(budget: float) -> tuple[list[float], float]:
+        # `_cheapest` of the measured choices, after measuring the neighbours
+        # of its picks until they no longer change it.
+        while True:
+            options = [[t[i] for i in sorted(t)] for t in tables]
+            choice, rate = _cheapest(options, budget)
+            missing = [(g, i + step) for g, c in enumerate(choice)
+                       for i in [groups[g].index(c)] for step in (-1, 1)
+                       if 0 <= i + step < len(groups[g]) and i + step not in tables[g]]
+            if not missing:
+                return choice, rate
+            for g, i in missing:
+                error_at(g, i)
+
+    # The summed errors are an estimate: try budgets from loose to tight and
+    # keep the first pick whose real 8-bit render meets the target (the
+    # fewest bits: a tighter budget never costs fewer).
+    ref8 = render(splats).astype(np.float64).ravel()
+    checked: dict[tuple[float, ...], bool] = {}
 
     def passes(choice: list[float]) -> bool:
-        out = render(roundtrip(splats, _spec(*choice))).astype(np.float64)
-        return float(((out - ref8) ** 2).sum()) <= target
+        key = tuple(choice)
+        if key not in checked:
+            out = render(roundtrip(splats, _spec(*choice))).ravel() - ref8
+            checked[key] = float(np.einsum("i,i", out, out)) <= target
+        return checked[key]
 
-    best = None
-    for scale in np.geomspace(4.0, 0.25, 13):
-        choice, rate = _cheapest(options, target * scale)
-        if (best is None or rate < best[1]) and passes(choice):
-            best = (choice, rate)
-    if best is None:
-        return _spec(4, lossless, lossless, lossless)
+    picks = (cheapest(target * scale)[0] for scale in _BUDGET_SCALES)
+    choice = next((c for c in picks if passes(c)), None)
+    if choice is None:
+        return _spec(*finest)
     # The summed estimates are conservative: coarsen one group a notch at a
     # time while the real render still meets the target.
-    choice = list(best[0])
-    improved = True
-    while improved:
-        improved = False
-        for group in (3, 1, 2, 0):  # colour first: its errors hide best
+    open_groups = [3, 1, 2, 0]  # colour first: its errors hide best
+    while open_groups:
+        for group in list(open_groups):
             trial = choice.copy()
             trial[group] -= 0.25
             if trial[group] >= (0 if group == 0 else 1) and passes(trial):
-                choice, improved = trial, True
+                choice = trial
+            else:
+                open_groups.remove(group)
     if raw:
         choice = _trade_widths(choice, passes, lambda c: sum(
             _group_rate(cols, g, True) for cols in [quantize(splats, _spec(*c))] for g in range(4)))
@@ -779,12 +821,14 @@ def _cheapest(options: list[list[tuple[float, float, float]]],
               budget: float) -> tuple[list[float], float]:
     """Per group the choice minimizing error + lambda * rate, for the lambda
     giving the lowest total rate with total error within ``budget``."""
-    best = None
-    for lam in np.geomspace(1e-3, 1e9, 400):
-        picks = [min(t, key=lambda o: o[1] + lam * o[2]) for t in options]
-        error, rate = sum(p[1] for p in picks), sum(p[2] for p in picks)
-        if error <= budget and (best is None or rate < best[0]):
-            best = (rate, [p[0] for p in picks])
-    if best is None:  # even the finest choices miss the budget
-        best = (float("inf"), [t[-1][0] for t in options])
-    return best[1], best[0]
+    errors, rates, picks = np.zeros(len(_LAMBDAS)), np.zeros(len(_LAMBDAS)), []
+    for t in options:
+        _, error, rate = (np.array(column) for column in zip(*t))
+        pick = np.argmin(error[None, :] + _LAMBDAS[:, None] * rate[None, :], axis=1)
+        errors, rates = errors + error[pick], rates + rate[pick]
+        picks.append(pick)
+    feasible = np.flatnonzero(errors <= budget)
+    if not feasible.size:  # even the finest choices miss the budget
+        return [t[-1][0] for t in options], float("inf")
+    best = feasible[np.argmin(rates[feasible])]
+    return [t[p[best]][0] for t, p in zip(options, picks)], float(rates[best])
