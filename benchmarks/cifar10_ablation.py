@@ -4,7 +4,8 @@ Small enough for a shared CPU: an RGB teacher trained on the first
 ``--train-shards`` train shards, then 16-splat students distilled on the same
 images, one per variant (``--variants NAME=FLAGS``, flags added to
 ``gscodec-train distill``) and seed, all evaluated zero-shot on the CIFAR-10
-test images (all 10,000, or the first ``--test-shards`` GS test shards),
+test images (all 10,000, or the first ``--test-shards`` GS test shards, which are
+the first classes only: the test set is encoded class by class),
 next to the render ceiling (the teacher on the same test splats decoded to
 pixels). Finished steps are skipped on a rerun.
 
@@ -63,7 +64,12 @@ def main() -> None:
         help="NAME=FLAGS (space-separated gscodec-train distill flags)",
     )
     p.add_argument("--jobs", type=int, default=1, help="runs at once (after the teacher)")
-    p.add_argument("--test-shards", type=int, help="first N GS test shards only (default: all)")
+    p.add_argument(
+        "--test-shards",
+        type=int,
+        help="first N GS test shards only (default: all); the test set is sharded by class, "
+        "so N < 10 keeps only the first N classes (10-way zero-shot on N classes)",
+    )
     p.add_argument(
         "--embed-flags",
         default="--views 4 --aug-flip 0.5 --aug-min-crop 0.7 --aug-jitter 0.2",
