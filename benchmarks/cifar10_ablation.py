@@ -11,8 +11,11 @@ pixels). Finished steps are skipped on a rerun.
 
 Variant flags may use ``{embeddings}``: the folder that ``gscodec-train embed``
 fills (with ``--embed-flags``) from the teacher before those variants run; such
-variants get no ``--rgb-data``. ``{no_aug}`` stands for the flags that turn off
-``distill``'s default splat augmentation (the students before it was the default). A variant with ``--recipe paper-v2`` is two
+variants get no ``--rgb-data``. ``{aug}`` stands for the splat augmentation the
+ablations measured (``--aug-flip 0.5 --aug-min-crop 0.7 --aug-jitter 0.2
+--aug-dropout 0.1``; no stage augments by default), ``{no_aug}`` for the flags that
+turn it all off (the default today; rows measured while augmentation was
+``distill``'s default used it). A variant with ``--recipe paper-v2`` is two
 runs (``NAME-distill`` then ``NAME``); its wall time is their sum.
 
     python benchmarks/cifar10_encode.py --splats 16 --train-shards 3   # GS shards, build/cifar10_gs16
@@ -37,6 +40,7 @@ REPO = HERE.parent
 STEM = ["--n-tokens", "16", "--stem-dim", "64", "--stem-depth", "2", "--stem-heads", "4"]
 STEM += ["--n-freqs", "6"]  # the students of cifar10_clip.py
 NO_AUGMENT = "--aug-flip 0 --aug-min-crop 1 --aug-jitter 0 --aug-dropout 0"
+AUGMENT = "--aug-flip 0.5 --aug-min-crop 0.7 --aug-jitter 0.2 --aug-dropout 0.1"
 
 
 def flag_value(flags: list[str], name: str, default: int) -> int:
@@ -118,7 +122,8 @@ def main() -> None:
         )
     for variant in args.variants:
         name, _, flags = variant.partition("=")
-        flags = flags.replace("{embeddings}", str(embeddings)).replace("{no_aug}", NO_AUGMENT)
+        flags = flags.replace("{embeddings}", str(embeddings)).replace("{no_aug}", NO_AUGMENT) \
+            .replace("{aug}", AUGMENT)
         flags = flags.split()
         final_epoch = flag_value(flags, "--align-epochs", 5) if "--recipe" in flags else (
             flag_value(flags, "--epochs", args.epochs))
