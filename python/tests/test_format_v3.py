@@ -5,7 +5,6 @@ the compact header, crafted headers, dictionaries and per-field allocation
 from __future__ import annotations
 
 import io
-import operator
 import struct
 import zlib
 
@@ -351,8 +350,9 @@ def _allocate_measuring_everything(splats: Splats, psnr: float) -> str:
     ref = gscodec.render(splats, dtype=np.float32).astype(np.float64) * 255
     target = ref.size * 255.0**2 / 10 ** (psnr / 10)
     finest = [4, 14.0, 14.0, 14.0]
-    raw = operator.gt(*q._payload_estimates(q.parse_precision("q7"), len(splats),
-                                            splats.width, splats.height))
+    zstd_bits, raw_bits = q._payload_estimates(q.parse_precision("q7"), len(splats),
+                                               splats.width, splats.height)
+    raw = raw_bits < zstd_bits
 
     def error_and_rate(choice: list[float], group: int) -> tuple[float, float]:
         cols = q.quantize(splats, q._spec(*choice))
@@ -386,8 +386,8 @@ def _allocate_measuring_everything(splats: Splats, psnr: float) -> str:
             if trial[group] >= (0 if group == 0 else 1) and passes(trial):
                 choice, improved = trial, True
     if raw:
-        choice = q._trade_widths(choice, passes, lambda c: sum(
-            q._group_rate(q.quantize(splats, q._spec(*c)), g, True) for g in range(4)))
+        choice = q._trade_widths(choice, passes,
+                                 lambda c: q._raw_bits(q.quantize(splats, q._spec(*c))))
     return q._spec(*choice)
 
 

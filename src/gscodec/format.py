@@ -339,18 +339,6 @@ def _unpack_bits(data: bytes, offset: int, n: int, widths: list[int],
     return out, offset + nbytes
 
 
-def _morton_split(n: int, total_bits: int) -> int:
-    """Low bits of each Morton difference packed as bits, not byte planes:
-    about the uniform part of a gap of ``2**total_bits / n``."""
-    return max(0, total_bits - n.bit_length() - 3)
-
-
-def _elias_fano_split(n: int, total_bits: int) -> int:
-    """Low bits per Morton code in a raw version-3 payload: the high parts
-    then take n + 2**bitlength(n) bits at most, 2-3 bits per splat."""
-    return max(0, total_bits - n.bit_length())
-
-
 def _quantized_raw_size(n: int, grids: q.Grids | None, planes: bool,
                         version: tuple[int, int]) -> int:
     if grids is None:
@@ -359,9 +347,9 @@ def _quantized_raw_size(n: int, grids: q.Grids | None, planes: bool,
     if not planes:
         if version == VERSION_2:
             return (n * (total + sum(grids.widths[2:])) + 7) // 8
-        low = _elias_fano_split(n, total)
+        low = q.elias_fano_split(n, total)
         return (n + (1 << (total - low)) + n * (low + sum(grids.widths[2:])) + 7) // 8
-    low = _morton_split(n, total)
+    low = q.morton_split(n, total)
     return (n * (-(-(total - low) // 8)) + (n * low + 7) // 8
             + n * sum(-(-w // 8) for w in grids.widths[2:]))
 
@@ -372,14 +360,14 @@ def _quantized_layouts(cols: q.GridColumns) -> tuple[list[bytes], bytes]:
     (version 3: the Morton codes Elias-Fano coded, then the codes)."""
     g, n = cols.grids, len(cols.morton_deltas)
     total = g.widths[0] + g.widths[1]
-    low = _morton_split(n, total)
+    low = q.morton_split(n, total)
     deltas = cols.morton_deltas
     planes = _byte_planes(deltas >> np.uint64(low), -(-(total - low) // 8))
     planes.append(_pack_bits([(deltas & np.uint64((1 << low) - 1), low)]))
     for codes, w in zip(cols.codes, g.widths[2:]):
         planes += _byte_planes(codes, -(-w // 8))
     morton = np.cumsum(deltas, dtype=np.uint64)
-    split = _elias_fano_split(n, total)
+    split = q.elias_fano_split(n, total)
     # Elias-Fano: a bitmap with bit (m >> split) + i set for the i-th code,
     # then the codes' low bits.
     bitmap = np.zeros(n + (1 << (total - split)), np.uint64)
@@ -396,7 +384,7 @@ def _quantized_columns(grids: q.Grids, n: int, raw: bytes, planes: bool,
         cols, _ = _unpack_bits(raw, 0, n, [total, *grids.widths[2:]])
         return q.GridColumns(grids, cols[0], tuple(c.astype(np.int64) for c in cols[1:]))
     if not planes:
-        split = _elias_fano_split(n, total)
+        split = q.elias_fano_split(n, total)
         length = n + (1 << (total - split))
         ones = np.flatnonzero(np.unpackbits(np.frombuffer(raw, np.uint8, (length + 7) // 8),
                                             count=length))
@@ -408,7 +396,7 @@ def _quantized_columns(grids: q.Grids, n: int, raw: bytes, planes: bool,
         morton = (high << np.uint64(split)) | cols[0]
         return q.GridColumns(grids, np.diff(morton, prepend=np.uint64(0)),
                              tuple(c.astype(np.int64) for c in cols[1:]))
-    low = _morton_split(n, total)
+    low = q.morton_split(n, total)
     high, pos = _from_planes(raw, 0, n, -(-(total - low) // 8))
     (low_bits,), pos = _unpack_bits(raw, pos, n, [low])
     codes = []

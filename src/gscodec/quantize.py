@@ -20,7 +20,6 @@ without writing a file.
 from __future__ import annotations
 
 import math
-import operator
 import re
 from dataclasses import dataclass
 
@@ -378,6 +377,19 @@ def roundtrip(splats: Splats, precision: str | Precision, major: int = 2) -> Spl
     return restore(prepare(splats, p), splats.width, splats.height)
 
 
+def morton_split(n: int, total_bits: int) -> int:
+    """Low bits of each Morton difference in a zstd payload, packed as bits
+    rather than byte planes: about the uniform part of a gap of
+    ``2**total_bits / n``."""
+    return max(0, total_bits - n.bit_length() - 3)
+
+
+def elias_fano_split(n: int, total_bits: int) -> int:
+    """Low bits per Morton code in a raw version-3 payload: the high parts
+    then take n + 2**bitlength(n) bits at most, 2-3 bits per splat."""
+    return max(0, total_bits - n.bit_length())
+
+
 def estimate_bits_per_splat(precision: str | Precision, n_splats: int, width: int,
                             height: int) -> float:
     """Rough version-3 payload bits per splat (without header and CRC), for
@@ -413,7 +425,7 @@ def _payload_estimates(p: Precision, n_splats: int, width: int,
     # Raw (small files): Elias-Fano positions, K + 1 + 2**(W - K) / n bits,
     # and fixed-width codes, about 2 bits fewer in all than asked (the colour
     # predictors narrow g and b; the step table's rounding widens others).
-    split = max(0, total - n.bit_length())
+    split = elias_fano_split(n, total)
     raw = split + 1 + 2.0 ** (total - split) / n + sum(bits[2:]) - 2.0
     return zstd, raw
 
@@ -649,32 +661,27 @@ def _spec(pos: float, scale: float, shear: float, color: float) -> str:
     return f"q:pos=+{pos:g},scale={scale:g},shear={shear:g},color={color:g}"
 
 
-def _varint_bits(value: int) -> int:
-    # a zigzag-coded offset's LEB128 bytes in the header, in bits
-    z = 2 * value if value >= 0 else -2 * value - 1
-    return 8 * max(1, -(-z.bit_length() // 7))
-
-
 def _group_rate(cols: GridColumns, group: int, raw: bool = False) -> float:
     """Estimated bits of one group's columns in a v3 payload: a zstd frame's
     (order-0 entropy) or, with ``raw``, the raw payload's exact bits (fixed
     code widths; Elias-Fano positions) plus the header bytes of the group's
     offsets."""
     g, n = cols.grids, len(cols.morton_deltas)
+    fields = STEP_GROUPS[group]
+    total = g.widths[0] + g.widths[1]
     if raw:
-        fields = STEP_GROUPS[group]
+        from .format import _varint, _zigzag  # the header's own coding of the offsets
+
         stored = [o - (g.offsets[2] if i == 4 else 0) for i, o in enumerate(g.offsets)]
-        offsets = sum(_varint_bits(stored[i]) for i in fields if i >= 2 or any(stored[:2]))
+        offsets = sum(8 * len(_varint(_zigzag(stored[i]))) for i in fields
+                      if i >= 2 or any(stored[:2]))
         if group == 0:
-            total = g.widths[0] + g.widths[1]
-            split = max(0, total - n.bit_length())
+            split = elias_fano_split(n, total)
             return n * (split + 1) + 2.0 ** (total - split) + offsets
         return n * sum(g.widths[i] for i in fields) + offsets
     if group == 0:  # positions: packed low bits of the Morton gaps + entropy of the rest
-        total = cols.grids.widths[0] + cols.grids.widths[1]
-        low = max(0, total - len(cols.morton_deltas).bit_length() - 3)
-        return low * len(cols.morton_deltas) + _order0_bits(cols.morton_deltas >> np.uint64(low))
-    fields = STEP_GROUPS[group]
+        low = morton_split(n, total)
+        return low * n + _order0_bits(cols.morton_deltas >> np.uint64(low))
     return sum(_order0_bits(cols.codes[i - 2]) for i in fields)
 
 
@@ -710,8 +717,9 @@ def allocate(splats: Splats, psnr: float) -> str:
     lossless = 14.0  # bits of the groups held fixed while one is measured
     # Small files are stored raw (fixed code widths), where only a narrower
     # code saves bits: count those bits, not zstd's entropy.
-    raw = operator.gt(*_payload_estimates(parse_precision("q7"), len(splats), splats.width,
-                                          splats.height))
+    zstd_bits, raw_bits = _payload_estimates(parse_precision("q7"), len(splats), splats.width,
+                                             splats.height)
+    raw = raw_bits < zstd_bits
     finest = [4, lossless, lossless, lossless]
     target = ref.size * 255.0 ** 2 / 10 ** (psnr / 10)
 
@@ -788,9 +796,13 @@ def allocate(splats: Splats, psnr: float) -> str:
             else:
                 open_groups.remove(group)
     if raw:
-        choice = _trade_widths(choice, passes, lambda c: sum(
-            _group_rate(cols, g, True) for cols in [quantize(splats, _spec(*c))] for g in range(4)))
+        choice = _trade_widths(choice, passes, lambda c: _raw_bits(quantize(splats, _spec(*c))))
     return _spec(*choice)
+
+
+def _raw_bits(cols: GridColumns) -> float:
+    """Bits of a raw payload and of the offsets in its header (`_group_rate`)."""
+    return sum(_group_rate(cols, group, raw=True) for group in range(len(STEP_GROUPS)))
 
 
 def _trade_widths(choice: list[float], passes, rate) -> list[float]:

@@ -277,13 +277,10 @@ _AUG_FLAGS = {"flip": "aug_flip", "min_crop": "aug_min_crop", "jitter": "aug_jit
               "dropout": "aug_dropout"}  # fmt: skip
 
 
-def _augment(args: argparse.Namespace, defaults: SplatAugment = SplatAugment()) -> SplatAugment:
-    """The ``--aug-*`` flags, each left unset taken from ``defaults``."""
+def _augment(args: argparse.Namespace) -> SplatAugment:
+    """The ``--aug-*`` flags given (the others keep `SplatAugment`'s: none)."""
     given = {field: getattr(args, flag, None) for field, flag in _AUG_FLAGS.items()}
-    return SplatAugment(**{
-        field: getattr(defaults, field) if value is None else value
-        for field, value in given.items()
-    })  # fmt: skip
+    return SplatAugment(**{field: value for field, value in given.items() if value is not None})
 
 
 def _lock_stem_only(model: GSCLIP, args: argparse.Namespace) -> None:
