@@ -3,8 +3,9 @@
 Small enough for a shared CPU: an RGB teacher trained on the first
 ``--train-shards`` train shards, then 16-splat students distilled on the same
 images, one per variant (``--variants NAME=FLAGS``, flags added to
-``gscodec-train distill``) and seed, all evaluated zero-shot on the CIFAR-10
-test images (all 10,000, or the first ``--test-shards`` GS test shards, which are
+``gscodec-train distill``; resampler-stem students with the stem of
+``cifar10_clip.py`` unless the flags say ``--stem raster``) and seed, all
+evaluated zero-shot on the CIFAR-10 test images (all 10,000, or the first ``--test-shards`` GS test shards, which are
 the first classes only: the test set is encoded class by class),
 next to the render ceiling (the teacher on the same test splats decoded to
 pixels). Finished steps are skipped on a rerun.
@@ -37,8 +38,9 @@ from common import SHARED_DATA
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-STEM = ["--n-tokens", "16", "--stem-dim", "64", "--stem-depth", "2", "--stem-heads", "4"]
-STEM += ["--n-freqs", "6"]  # the students of cifar10_clip.py
+# The resampler students of cifar10_clip.py; a variant with --stem raster gets none of these.
+STEM = ["--stem", "resampler", "--n-tokens", "16", "--stem-dim", "64", "--stem-depth", "2"]
+STEM += ["--stem-heads", "4", "--n-freqs", "6"]
 NO_AUGMENT = "--aug-flip 0 --aug-min-crop 1 --aug-jitter 0 --aug-dropout 0"
 AUGMENT = "--aug-flip 0.5 --aug-min-crop 0.7 --aug-jitter 0.2 --aug-dropout 0.1"
 
@@ -137,7 +139,8 @@ def main() -> None:
                     cmd += ["--rgb-data", *rgb_train]
                 cmd += ["--teacher", str(teacher)]
                 cmd += ["--epochs", str(args.epochs), "--lr", "1e-3", "--warmup", "20"]
-                cmd += ["--seed", str(seed), *STEM, *flags, *common]
+                raster = "--stem" in flags and flags[flags.index("--stem") + 1] == "raster"
+                cmd += ["--seed", str(seed), *([] if raster else STEM), *flags, *common]
                 log = root / f"{out.name}.out"
                 ready = exists(embedded if str(embeddings) in flags else teacher)
                 jobs.append({"name": out.name, "cmd": cmd, "log": log, "ready": ready})

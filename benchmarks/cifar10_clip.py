@@ -163,9 +163,17 @@ def main() -> None:
     p.add_argument(
         "--align-epochs", type=int, default=0, help="stage 2 after distillation (0 = skip)"
     )
-    p.add_argument("--ablation-epochs", type=int, nargs="+", default=[1])
     p.add_argument(
-        "--n-tokens", type=int, default=16, help="GS tokens (the teacher has 16 patches)"
+        "--ablation-epochs", type=int, nargs="*", default=[1], help="none: skip the ablation"
+    )
+    p.add_argument(
+        "--n-tokens", type=int, default=16, help="resampler tokens (the teacher has 16 patches)"
+    )
+    p.add_argument(
+        "--stem",
+        choices=["resampler", "raster"],
+        default="resampler",
+        help="the students' stem (gscodec-train --stem); raster runs get a _raster suffix",
     )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--jobs", type=int, default=4, help="runs at once")
@@ -174,18 +182,11 @@ def main() -> None:
     model = str(HERE / "cifar10_clip_model.json")
     common = ["--batch-size", str(args.batch_size), "--wd", "0.2", "--workers", "1", "--seed", "0"]
     common += ["--save-most-recent"]  # an interrupted run resumes from its last epoch
-    stem = [
-        "--n-tokens",
-        str(args.n_tokens),
-        "--stem-dim",
-        "64",
-        "--stem-depth",
-        "2",
-        "--stem-heads",
-        "4",
-        "--n-freqs",
-        "6",
-    ]
+    stem = ["--stem", args.stem]
+    if args.stem == "resampler":
+        stem += ["--n-tokens", str(args.n_tokens), "--stem-dim", "64", "--stem-depth", "2"]
+        stem += ["--stem-heads", "4", "--n-freqs", "6"]
+    kind = "" if args.stem == "resampler" else f"_{args.stem}"
     teacher_dir = root / "teacher"
     teacher = teacher_dir / "checkpoints" / f"epoch_{args.teacher_epochs}.pt"
     eval_dir = root / "eval"
@@ -238,7 +239,7 @@ def main() -> None:
     # 2. students: wait for the teacher and their shards
     students = [tuple(map(int, spec.split(":"))) for spec in args.students]
     for n, epochs in students:
-        out = root / f"distill_gs{n}_e{epochs}"
+        out = root / f"distill_gs{n}_e{epochs}{kind}"
         add_train(
             f"distill gs{n} x{epochs}",
             "distill",
@@ -264,7 +265,7 @@ def main() -> None:
         )
         if args.align_epochs:
             distilled = out / "checkpoints" / f"epoch_{epochs}.pt"
-            aligned = root / f"align_gs{n}_e{epochs}"
+            aligned = root / f"align_gs{n}_e{epochs}{kind}"
             add_train(
                 f"align gs{n} x{epochs}",
                 "align",
@@ -293,7 +294,7 @@ def main() -> None:
     # 3. the paper's ablation: no distillation, fresh image tower
     n = args.ablation_splats
     for epochs in args.ablation_epochs:
-        ablation = root / f"scratch_gs{n}_e{epochs}"
+        ablation = root / f"scratch_gs{n}_e{epochs}{kind}"
         add_train(
             f"from-scratch ablation x{epochs}",
             "align",

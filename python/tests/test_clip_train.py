@@ -34,7 +34,11 @@ TINY_CFG = {
     "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
 CLASSES = ["red", "green", "blue"]
+# The resampler stem (the mechanics under test are the stages'); the raster
+# stem, distill's default, has its own tests below.
 STEM = [
+    "--stem",
+    "resampler",
     "--n-tokens",
     "4",
     "--stem-dim",
@@ -46,6 +50,13 @@ STEM = [
     "--n-freqs",
     "3",
 ]
+
+
+def without_stem_flags(argv: list[str]) -> list[str]:
+    """``argv`` without the `STEM` flags: the trainer's default stem."""
+    start = argv.index("--stem")
+    assert argv[start : start + len(STEM)] == STEM
+    return argv[:start] + argv[start + len(STEM) :]
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -179,6 +190,46 @@ def test_each_stage_lowers_its_loss(data, tmp_path, command, extra):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_new_students_get_the_raster_stem_and_gs_checkpoints_keep_theirs(data, tmp_path):
+    from gscodec.clip.raster import RasterStem
+    from gscodec.clip.stem import GSStem
+
+    argv = without_stem_flags(stage_argv("distill", data, tmp_path / "raster"))
+    stage = build_stage(build_parser().parse_args(argv))
+    assert isinstance(stage.model.visual.stem, RasterStem)
+    resampler = build_stage(build_parser().parse_args(stage_argv("distill", data, tmp_path / "r")))
+    assert isinstance(resampler.model.visual.stem, GSStem)
+    path = tmp_path / "gs.pt"
+    model = resampler.model
+    checkpoint = {"state_dict": model.state_dict(), "gs_cfg": model.gs_cfg.as_dict()}
+    torch.save({**checkpoint, "model_cfg": TINY_CFG}, path)
+    align = without_stem_flags(stage_argv("align", data, tmp_path / "a", "--pretrained", str(path)))
+    assert isinstance(build_stage(build_parser().parse_args(align)).model.visual.stem, GSStem)
+
+
+def test_resampler_settings_with_a_raster_stem_are_an_error(data, tmp_path):
+    argv = without_stem_flags(stage_argv("distill", data, tmp_path / "x"))
+    for extra in (["--stem-dim", "16"], ["--stem", "raster", "--n-tokens", "4", "--query-grid"]):
+        with pytest.raises(ValueError, match="resampler settings, but the stem is raster"):
+            build_stage(build_parser().parse_args(argv + extra))
+
+
+def test_raster_student_starts_where_the_teacher_reads_the_rendering(data, tmp_path):
+    # The RGB shards are JPEGs of the splats' renders, so a raster student starts
+    # (almost) as its teacher: the distillation loss 2 - 2 cos is near 0 at step 0,
+    # where the resampler stem starts far away.
+    def first_loss(argv: list[str]) -> float:
+        args = build_parser().parse_args(argv)
+        stage = build_stage(args)
+        loader = torch.utils.data.DataLoader(stage.dataset, batch_size=8, collate_fn=stage.collate)
+        with torch.no_grad():
+            return stage.batch_loss(stage.model, next(iter(loader))).item()
+
+    argv = stage_argv("distill", data, tmp_path / "x")
+    raster, resampler = first_loss(without_stem_flags(argv)), first_loss(argv)
+    assert raster < 0.01 and resampler > 10 * raster, (raster, resampler)
 
 
 def test_gs_stages_train_only_the_paper_parameters(data, tmp_path):

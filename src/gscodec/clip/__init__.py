@@ -4,7 +4,9 @@ Needs the ``clip`` extra (torch, open_clip_torch); ``import gscodec`` never
 imports this package. Names load on first use, so ``import gscodec.clip`` is
 cheap and fails with an install hint when the extra is missing.
 
-- `GSStem` / `GSStemCfg`: splats [B, N, 8] + mask -> tokens (`gscodec.clip.stem`).
+- `GSStem` / `GSStemCfg`: splats [B, N, 8] + mask -> tokens (`gscodec.clip.stem`);
+  `RasterStem` / `render_splats`: the same through the ViT's own patch embedding of
+  the rendered splats (`gscodec.clip.raster`).
 - `create_gs_model` / `GSCLIP`: open_clip CLIP with the stem in front of its ViT
   (`gscodec.clip.model`); `create_rgb_model` for the RGB teacher.
 - `collate_splats`: pad splat sets to a batch (`gscodec.clip.data`).
@@ -29,6 +31,8 @@ _EXPORTS = {
     "GSStemCfg": "stem",
     "PerceiverResampler": "stem",
     "splat_features": "stem",
+    "RasterStem": "raster",
+    "render_splats": "raster",
     "GSCLIP": "model",
     "GSVisionTransformer": "model",
     "create_gs_model": "model",

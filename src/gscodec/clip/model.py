@@ -21,6 +21,7 @@ import torch
 from open_clip.transformer import VisionTransformer
 from torch import nn
 
+from .raster import RasterStem
 from .stem import GSStem, GSStemCfg
 
 __all__ = [
@@ -32,20 +33,29 @@ __all__ = [
     "read_checkpoint",
     "get_tokenizer",
     "trainable_fraction",
+    "is_gs_state_dict",
     "capture_tokens",
 ]
 
 #: Keys of an RGB open_clip state dict that the GS tower does not have.
 _RGB_ONLY_KEYS = ("visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding")
 
+#: A raster stem's parameters <- the RGB ViT's of the same names (``visual.`` keys).
+_RASTER_FROM_RGB = {
+    "visual.conv1.weight": "conv1.weight",
+    "visual.class_embedding": "class_embedding",
+    "visual.positional_embedding": "positional_embedding",
+}
+
 
 class GSVisionTransformer(nn.Module):
     """Splats -> image embedding: `GSStem` then the ViT's ``ln_pre`` ... ``proj``.
 
-    Built from an open_clip ``VisionTransformer`` whose modules it takes over;
-    the stem's class token starts as the ViT's class token plus its position
-    embedding, i.e. what the backbone saw at position 0 (and, with
-    ``query_grid``, token i's position as the ViT's patch i position).
+    Built from an open_clip ``VisionTransformer`` whose modules it takes over.
+    A resampler stem's class token starts as the ViT's class token plus its
+    position embedding, i.e. what the backbone saw at position 0 (and, with
+    ``query_grid``, token i's position as the ViT's patch i position); a raster
+    stem starts with the ViT's patch, class and position embeddings.
     """
 
     # open_clip's own pooling (class token / mean, attentional pool, ln_post),
@@ -59,11 +69,21 @@ class GSVisionTransformer(nn.Module):
             raise TypeError(
                 f"the GS stem needs an open_clip VisionTransformer, got {type(vit).__name__}"
             )
-        self.stem = GSStem(vit.transformer.width, stem_cfg)
-        with torch.no_grad():
-            self.stem.cls_token.copy_(vit.class_embedding + vit.positional_embedding[0])
-            if self._patch_positions_fit(vit.positional_embedding):
-                self.stem.token_pos.copy_(vit.positional_embedding[1:])
+        self.stem: GSStem | RasterStem
+        if stem_cfg.kind == "raster":
+            self.stem = RasterStem(vit.transformer.width, vit.image_size[0], vit.patch_size[0])
+            stem_cfg = GSStemCfg(**{**stem_cfg.as_dict(), "n_tokens": self.stem.n_tokens})
+            vit_state = vit.state_dict()
+            self.stem.load_state_dict(
+                {dst: vit_state[src.removeprefix("visual.")] for src, dst in _RASTER_FROM_RGB.items()}
+            )
+        else:
+            self.stem = GSStem(vit.transformer.width, stem_cfg)
+            with torch.no_grad():
+                self.stem.cls_token.copy_(vit.class_embedding + vit.positional_embedding[0])
+                if self._patch_positions_fit(vit.positional_embedding):
+                    self.stem.token_pos.copy_(vit.positional_embedding[1:])
+        self.stem_cfg = stem_cfg
         self.ln_pre = vit.ln_pre
         self.transformer = vit.transformer
         self.attn_pool = vit.attn_pool
@@ -78,7 +98,7 @@ class GSVisionTransformer(nn.Module):
 
     def _patch_positions_fit(self, positional_embedding: torch.Tensor) -> bool:
         """Whether the stem's token positions can start as the ViT's patch positions."""
-        token_pos = self.stem.token_pos
+        token_pos = getattr(self.stem, "token_pos", None)
         return token_pos is not None and positional_embedding[1:].shape == token_pos.shape
 
     def forward(self, splats: torch.Tensor, mask: torch.Tensor | None = None) -> Any:
@@ -124,8 +144,8 @@ class GSCLIP(open_clip.CLIP):
         **kwargs: Any,
     ):
         super().__init__(embed_dim, vision_cfg, text_cfg, **kwargs)
-        self.gs_cfg = GSStemCfg(**(gs_cfg or {}))
-        self.visual = GSVisionTransformer(self.visual, self.gs_cfg)
+        self.visual = GSVisionTransformer(self.visual, GSStemCfg(**(gs_cfg or {})))
+        self.gs_cfg = self.visual.stem_cfg
 
     def encode_image(
         self, splats: torch.Tensor, mask: torch.Tensor | None = None, normalize: bool = False
@@ -164,15 +184,21 @@ class GSCLIP(open_clip.CLIP):
 
     def load_rgb_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Load an RGB open_clip CLIP state dict: text tower and ViT backbone as
-        is; the class + position-0 embedding seed the stem's class token; the
-        patch embedding is dropped. Raises if anything else does not match."""
+        is. A raster stem takes the patch, class and position embeddings as they
+        are; a resampler stem's class token starts as the class + position-0
+        embedding and the patch embedding is dropped. Raises if anything else
+        does not match."""
         sd = dict(state_dict)
         missing_rgb = [k for k in _RGB_ONLY_KEYS if k not in sd]
         if missing_rgb:
             raise ValueError(f"not an open_clip ViT CLIP state dict: missing {missing_rgb}")
-        sd["visual.stem.cls_token"] = (
-            sd["visual.class_embedding"] + sd["visual.positional_embedding"][0]
-        )
+        if isinstance(self.visual.stem, RasterStem):
+            for src, dst in _RASTER_FROM_RGB.items():
+                sd[f"visual.stem.{dst}"] = sd[src]
+        else:
+            sd["visual.stem.cls_token"] = (
+                sd["visual.class_embedding"] + sd["visual.positional_embedding"][0]
+            )
         if self.visual._patch_positions_fit(sd["visual.positional_embedding"]):
             sd["visual.stem.token_pos"] = sd["visual.positional_embedding"][1:]
         for key in _RGB_ONLY_KEYS:
@@ -232,6 +258,11 @@ def capture_tokens(visual: nn.Module, layer: int) -> Iterator[list[torch.Tensor]
         yield captured
     finally:
         handle.remove()
+
+
+def is_gs_state_dict(state_dict: Mapping[str, Any]) -> bool:
+    """Whether a CLIP state dict is a `GSCLIP`'s (it has a GS stem), not an RGB model's."""
+    return any(k.startswith("visual.stem.") for k in state_dict)
 
 
 def trainable_fraction(model: nn.Module) -> float:
@@ -353,7 +384,7 @@ def create_gs_model(
     cfg = resolve_model_cfg(model)
     checkpoint = read_checkpoint(pretrained) if pretrained is not None else {}
     state_dict = checkpoint.get("state_dict", {})
-    is_gs = any(k.startswith("visual.stem.") for k in state_dict)
+    is_gs = is_gs_state_dict(state_dict)
     stem = dict(checkpoint.get("gs_cfg", {})) if is_gs else {}
     stem.update(gs_cfg.as_dict() if isinstance(gs_cfg, GSStemCfg) else dict(gs_cfg or {}))
     if n_tokens is not None:

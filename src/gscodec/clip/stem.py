@@ -17,10 +17,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GSStemCfg", "GSStem", "PerceiverResampler", "splat_features", "SPLAT_DIM"]
+__all__ = [
+    "GSStemCfg",
+    "GSStem",
+    "PerceiverResampler",
+    "splat_features",
+    "check_splat_batch",
+    "SPLAT_DIM",
+    "STEM_KINDS",
+]
 
 #: Numbers per splat in the input tensor: x, y, l11, l21, l22, r, g, b (`gscodec.Splats.to_array`).
 SPLAT_DIM = 8
+
+#: Stem designs: the paper's set-to-tokens resampler (`GSStem`) or the ViT's own
+#: patch embedding of the splats' rendering (`gscodec.clip.raster.RasterStem`).
+STEM_KINDS = ("resampler", "raster")
 
 # log() floor for variances: far below any fitted splat (a 1e-4 pixel at 65535 px).
 _MIN_VARIANCE = 1e-20
@@ -28,8 +40,12 @@ _MIN_VARIANCE = 1e-20
 
 @dataclass
 class GSStemCfg:
-    """Hyper-parameters of `GSStem` (stored in checkpoints as a dict).
+    """Hyper-parameters of the GS stem (stored in checkpoints as a dict).
 
+    ``kind``: ``"resampler"`` (`GSStem`, the paper's) or ``"raster"``
+    (`gscodec.clip.raster.RasterStem`: the ViT's patch embedding of the
+    splats rendered at its input size; ``n_tokens`` is then the ViT's patch
+    count and the resampler settings are unused).
     ``n_tokens``: tokens out (196 or 98 for ViT-B-16 in the paper), plus one
     class token. ``dim``/``depth``/``heads``/``mlp_ratio``: width, layers,
     heads and MLP ratio of the resampler. ``n_freqs``: Fourier octaves of the
@@ -42,12 +58,17 @@ class GSStemCfg:
     """
 
     n_tokens: int = 196
+    kind: str = "resampler"
     dim: int = 256
     depth: int = 2
     heads: int = 8
     mlp_ratio: float = 4.0
     n_freqs: int = 8
     query_grid: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in STEM_KINDS:
+            raise ValueError(f"stem kind must be one of {STEM_KINDS}, got {self.kind!r}")
 
     def as_dict(self) -> dict:
         """The settings as a plain dict (what checkpoints store)."""
@@ -81,6 +102,20 @@ def splat_features(splats: torch.Tensor, n_freqs: int) -> torch.Tensor:
         ],
         dim=-1,
     )
+
+
+def check_splat_batch(splats: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Check a padded batch ``splats`` [B, N, 8] and ``mask`` [B, N] bool; returns the mask
+    (all True when None). Raises ValueError naming the wrong shape or dtype."""
+    if splats.ndim != 3 or splats.shape[-1] != SPLAT_DIM:
+        raise ValueError(f"splats must be [B, N, {SPLAT_DIM}], got {tuple(splats.shape)}")
+    if mask is None:
+        return torch.ones(splats.shape[:2], dtype=torch.bool, device=splats.device)
+    if mask.shape != splats.shape[:2] or mask.dtype != torch.bool:
+        raise ValueError(
+            f"mask must be bool {tuple(splats.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}"
+        )
+    return mask
 
 
 class _CrossAttentionBlock(nn.Module):
@@ -193,6 +228,8 @@ class GSStem(nn.Module):
     def __init__(self, width: int, cfg: GSStemCfg | None = None, **overrides: object):
         super().__init__()
         cfg = GSStemCfg(**{**(cfg.as_dict() if cfg else {}), **overrides})
+        if cfg.kind != "resampler":
+            raise ValueError(f"GSStem is the resampler stem; kind {cfg.kind!r} is built elsewhere")
         self.cfg = cfg
         self.width = width
         d_in = 2 + 4 * cfg.n_freqs + 6
@@ -216,14 +253,7 @@ class GSStem(nn.Module):
 
     def forward(self, splats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``splats`` [B, N, 8] padded; ``mask`` [B, N] bool, True for real splats (None = all)."""
-        if splats.ndim != 3 or splats.shape[-1] != SPLAT_DIM:
-            raise ValueError(f"splats must be [B, N, {SPLAT_DIM}], got {tuple(splats.shape)}")
-        if mask is None:
-            mask = torch.ones(splats.shape[:2], dtype=torch.bool, device=splats.device)
-        elif mask.shape != splats.shape[:2] or mask.dtype != torch.bool:
-            raise ValueError(
-                f"mask must be bool {tuple(splats.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}"
-            )
+        mask = check_splat_batch(splats, mask)
         # Padding rows may hold anything (zeros give log 0): replace them by a unit
         # splat so no NaN/inf is ever computed, then they are masked out below.
         safe = torch.tensor([0.5, 0.5, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0], device=splats.device)

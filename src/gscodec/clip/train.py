@@ -6,7 +6,9 @@ Subcommands:
   pretrained checkpoint exists). Captions: ``.txt``, or ``.cls`` + templates.
 - ``distill``: stage 1. A `GSCLIP` initialized from the teacher learns to
   match the teacher's image embeddings (`DistillLoss`) on GS shards paired by
-  key with the RGB shards.
+  key with the RGB shards. New students get the raster stem (the teacher's own
+  patch embedding of the rendered splats, `gscodec.clip.raster`); ``--stem
+  resampler`` is the paper's Perceiver stem, with its ``--n-tokens`` etc.
   Options: splat-space augmentation (``--aug-*``, the teacher sees the same
   view), token distillation (``--distill-tokens``), stored targets instead of
   RGB + teacher (``--teacher-embeddings``), and ``--recipe paper-v2`` (stage 1
@@ -84,9 +86,11 @@ from .model import (
     create_gs_model,
     create_rgb_model,
     get_tokenizer,
+    is_gs_state_dict,
     read_checkpoint,
     resolve_model_cfg,
 )
+from .stem import STEM_KINDS, GSStemCfg
 from .zeroshot import TEMPLATES, evaluate
 
 __all__ = [
@@ -193,16 +197,41 @@ def _captioner(args: argparse.Namespace, shards: Any) -> Captioner:
     return Captioner(names, TEMPLATES[args.templates])
 
 
-def _stem_cfg(args: argparse.Namespace) -> dict[str, Any]:
-    cfg = {
-        "n_tokens": args.n_tokens,
-        "dim": args.stem_dim,
-        "depth": args.stem_depth,
-        "heads": args.stem_heads,
-        "n_freqs": args.n_freqs,
-        "query_grid": args.query_grid,
-    }
-    return {k: v for k, v in cfg.items() if v is not None}
+#: The stem of a new GS model: measured best (docs/results-cifar10.md, "The raster stem").
+DEFAULT_STEM = "raster"
+
+
+#: The resampler stem's settings: GSStemCfg field -> its flag (argparse dest = flag name).
+_RESAMPLER_FLAGS = {
+    "n_tokens": "--n-tokens",
+    "dim": "--stem-dim",
+    "depth": "--stem-depth",
+    "heads": "--stem-heads",
+    "n_freqs": "--n-freqs",
+    "query_grid": "--query-grid",
+}
+
+
+def _stem_kind(args: argparse.Namespace, base: str | None) -> str:
+    """``--stem``; else a GS checkpoint's own kind; else (a new stem) `DEFAULT_STEM`."""
+    if args.stem is not None:
+        return args.stem
+    checkpoint = read_checkpoint(base) if base else None
+    if checkpoint is not None and is_gs_state_dict(checkpoint["state_dict"]):
+        return GSStemCfg(**checkpoint.get("gs_cfg", {})).kind
+    return DEFAULT_STEM
+
+
+def _stem_cfg(args: argparse.Namespace, base: str | None) -> dict[str, Any]:
+    """Stem settings from the flags, for a model that starts from ``base`` (a
+    checkpoint, or None). Resampler settings with a raster stem are an error."""
+    kind = _stem_kind(args, base)
+    values = {k: getattr(args, flag[2:].replace("-", "_")) for k, flag in _RESAMPLER_FLAGS.items()}
+    given = {k: v for k, v in values.items() if v is not None}
+    if kind == "raster" and given:
+        flags = ", ".join(_RESAMPLER_FLAGS[k] for k in given)
+        raise ValueError(f"{flags}: resampler settings, but the stem is raster (--stem resampler?)")
+    return {"kind": kind, **given}
 
 
 def _model_cfg(args: argparse.Namespace, checkpoint: str | None) -> dict[str, Any]:
@@ -301,7 +330,7 @@ def _build_distill(args: argparse.Namespace) -> Stage:
     model = create_gs_model(
         cfg,
         args.pretrained or args.teacher,
-        gs_cfg=_stem_cfg(args),
+        gs_cfg=_stem_cfg(args, args.pretrained or args.teacher),
         unlocked_blocks=args.unlocked_blocks,
     )
     _lock_stem_only(model, args)
@@ -402,13 +431,16 @@ def _build_align(args: argparse.Namespace) -> Stage:
         raise ValueError("align needs --pretrained (a distilled GS or an RGB checkpoint)")
     cfg = _model_cfg(args, args.pretrained)
     if args.from_scratch:
-        model = create_gs_model(cfg, None, gs_cfg=_stem_cfg(args), unlocked_blocks=None)
+        model = create_gs_model(cfg, None, gs_cfg=_stem_cfg(args, None), unlocked_blocks=None)
         model.load_text_state_dict(read_checkpoint(args.pretrained)["state_dict"])
         model.lock_text_tower()
         backbone_scale = 1.0  # nothing pretrained to protect
     else:
         model = create_gs_model(
-            cfg, args.pretrained, gs_cfg=_stem_cfg(args), unlocked_blocks=args.unlocked_blocks
+            cfg,
+            args.pretrained,
+            gs_cfg=_stem_cfg(args, args.pretrained),
+            unlocked_blocks=args.unlocked_blocks,
         )
         backbone_scale = args.backbone_lr_scale
     _lock_stem_only(model, args)
@@ -903,7 +935,7 @@ def _run_eval(args: argparse.Namespace) -> dict[str, Any]:
     device = _device(args.device)
     checkpoint = read_checkpoint(args.checkpoint)
     cfg = _model_cfg(args, args.checkpoint)
-    is_gs = any(k.startswith("visual.stem.") for k in checkpoint["state_dict"])
+    is_gs = is_gs_state_dict(checkpoint["state_dict"])
     model = (
         create_gs_model(cfg, args.checkpoint) if is_gs else create_rgb_model(cfg, args.checkpoint)
     )
@@ -1042,7 +1074,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     def gs(p: argparse.ArgumentParser) -> Any:
         g = p.add_argument_group("splat encoder (gscodec)")
-        g.add_argument("--n-tokens", type=int, help="stem output tokens (default 196)")
+        g.add_argument(
+            "--stem",
+            choices=STEM_KINDS,
+            help="raster: the ViT's patch embedding of the splats rendered at its input size; "
+            "resampler: the paper's set-to-tokens stem (default: a GS checkpoint's, else raster)",
+        )
+        g.add_argument(
+            "--n-tokens", type=int, help="resampler output tokens (default 196; raster: patches)"
+        )
         g.add_argument("--stem-dim", type=int, help="resampler width (default 256)")
         g.add_argument("--stem-depth", type=int, help="resampler layers (default 2)")
         g.add_argument("--stem-heads", type=int, help="resampler heads (default 8)")
