@@ -177,7 +177,7 @@ __device__ __forceinline__ PixelSplat<float> as_pixel_splat(const DevSplat& d) {
   PixelSplat<float> s;
   s.mx = d.mx;
   s.my = d.my;
-  s.a = 0.f;  // a and c themselves are not needed by weight() or pixel_grad()
+  s.a = 0.f;  // a and c themselves are not needed by weight() or the gradient's moments
   s.b = d.b;
   s.c = 0.f;
   s.inv_a = d.inv_a;

@@ -5,10 +5,11 @@
 // cpu::l2_loss_and_grad and keeps it in shared memory, so neither the render
 // nor the image gradient ever goes to global memory. Then each warp takes whole
 // (tile, splat) pairs: its lanes walk the part of the splat's box inside the
-// tile, each lane sums pixel_grad() over its pixels, a warp transpose reduction
-// (9 shuffles) folds the 8 sums, and 8 lanes issue one atomicAdd each into the
-// splat's gradient row. So a pair costs 8 atomics, not 8 per pixel, and lanes
-// never idle on pixels outside the splat's box.
+// tile, each lane sums the gradient's moments (GradMoments) over its pixels and
+// converts them, a warp transpose reduction (9 shuffles) folds the 8 sums, and
+// 8 lanes issue one atomicAdd each into the splat's gradient row. So a pair
+// costs 8 atomics, not 8 per pixel, and lanes never idle on pixels outside the
+// splat's box.
 //
 // The CPU twin is cpu::render_backward (splat-centric, no atomics); the sums
 // agree to float rounding, in a different order.
@@ -40,22 +41,14 @@ __device__ __forceinline__ void pair_grad(const DevSplat& sp, int slot, const Ti
   int qy = __float2int_rz((float(lane) + 0.5f) * inv_bw);
   int qx = lane - qy * bw;
   const int sq = __float2int_rz(32.5f * inv_bw), sr = 32 - sq * bw;
-  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  GradMoments<float> m{};
   for (int k = lane; k < area; k += 32) {
     const int lx = bx0 + qx, ly = by0 + qy;
     float y1, y2;
     const float q = power(s, float(job.x0 + lx) + 0.5f - s.mx, float(job.y0 + ly) + 0.5f - s.my, &y1, &y2);
     const float w = weight_from_power(q);
     const int p = ly * kTileSize + lx;
-    const ParamGrad<float> g = pixel_grad(s, y1, y2, w, res.ch[0][p], res.ch[1][p], res.ch[2][p]);
-    acc[kX] += g.x;
-    acc[kY] += g.y;
-    acc[kA] += g.a;
-    acc[kB] += g.b;
-    acc[kC] += g.c;
-    acc[kR] += g.r;
-    acc[kG] += g.g;
-    acc[kBlue] += g.bl;
+    add_pixel_moments(s, y1, y2, w, res.ch[0][p], res.ch[1][p], res.ch[2][p], m);
     qx += sr;
     qy += sq;
     if (qx >= bw) {
@@ -63,6 +56,17 @@ __device__ __forceinline__ void pair_grad(const DevSplat& sp, int slot, const Ti
       ++qy;
     }
   }
+  // The conversion is linear, so each lane converts its own sums.
+  const ParamGrad<float> g = grad_from_moments(s, m);
+  float acc[8];
+  acc[kX] = g.x;
+  acc[kY] = g.y;
+  acc[kA] = g.a;
+  acc[kB] = g.b;
+  acc[kC] = g.c;
+  acc[kR] = g.r;
+  acc[kG] = g.g;
+  acc[kBlue] = g.bl;
   const float total = warp_transpose_sum8(acc, lane);
   if ((lane & 3) == 0 && total != 0.f)
     atomicAdd(grad + size_t(slot) * kParamsPerSplat + (lane >> 2), total);
