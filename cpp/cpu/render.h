@@ -75,8 +75,9 @@ inline void bin_boxes(const std::vector<PixelBox>& boxes, int width, int height,
 
 // Pixels per chunk of both passes' inner loops: a splat's run of pixels in a
 // row is walked in whole chunks, every lane masked by the run, so that the
-// short runs of small splats are not left to scalar remainder loops (1.4x
-// faster forward, measured; benchmarks/fit_speed.py).
+// short runs of small splats are not left to scalar remainder loops (the fit
+// 1.33x faster with the backward's chords and moments: docs/benchmarks.md,
+// "Fit speed before and after the kernels").
 constexpr int kLanes = 8;
 static_assert(kTileSize % kLanes == 0, "forward chunks tile a tile row");
 
