@@ -33,7 +33,8 @@ test: $(VENV)/.dev
 	$(PY) -m pytest -q -p no:cacheprovider
 	$(PY) cuda/emu/build.py build/emu
 	PYTHONPATH=build/emu $(PY) -m pytest -q -p no:cacheprovider -m gpu \
-		python/tests/test_cuda.py python/tests/test_gradients.py python/tests/test_hostile.py -k "$(EMU_TESTS)"
+		python/tests/test_cuda.py python/tests/test_gradients.py python/tests/test_hostile.py \
+		python/tests/test_encoder_v2.py -k "$(EMU_TESTS)"
 	$(MAKE) test-asan fuzz
 
 # The CPU core built with -DGSCODEC_SANITIZE=ON (CMakeLists.txt) in a venv of

@@ -128,33 +128,7 @@ py::list fit(const std::vector<CArray<uint8_t>>& images, const gs::FitOptions& o
   for (double step : opts.qat_steps)
     if (opts.qat_iterations > 0 && !(step > 0 && std::isfinite(step)))
       throw std::invalid_argument("options.qat_steps must be positive and finite");
-  // The fit runs on a worker thread while this one, every kSignalPollMs, takes
-  // the GIL to let Python run its signal handlers: Ctrl-C raises
-  // KeyboardInterrupt here, and the fit, which polls `cancel` every iteration,
-  // stops within a step.
-  constexpr int kSignalPollMs = 50;
-  std::atomic<bool> cancel{false};
-  gs::FitOptions worker_opts = opts;
-  worker_opts.cancel = &cancel;
-  std::vector<gs::FitResult> results;
-  {
-    py::gil_scoped_release release;
-    std::future<std::vector<gs::FitResult>> done =
-        std::async(std::launch::async, [&] { return gs::cpu::fit_batch(views, worker_opts); });
-    while (done.wait_for(std::chrono::milliseconds(kSignalPollMs)) != std::future_status::ready) {
-      py::gil_scoped_acquire acquire;
-      if (PyErr_CheckSignals() != 0) {
-        cancel = true;
-        {
-          py::gil_scoped_release wait;
-          done.wait();
-        }
-        throw py::error_already_set();
-      }
-    }
-    results = done.get();
-  }
-  return fit_results(results);
+  return fit_results(run_interruptible(gs::cpu::fit_batch, views, opts));
 }
 
 // Test hooks in double precision over pixel-space parameters (x, y, a, b, c, r,

@@ -9,6 +9,9 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <future>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -92,6 +95,35 @@ inline py::list fit_results(const std::vector<FitResult>& results) {
     out.append(py::make_tuple(rows_array(r.params), stats));
   }
   return out;
+}
+
+// Runs fit(views, opts) (either backend's fit_batch) on a worker thread while
+// this one, every kSignalPollMs, takes the GIL to let Python run its signal
+// handlers: Ctrl-C raises KeyboardInterrupt here, and the fit, which polls
+// opts.cancel every iteration, stops within a step. Call without the GIL
+// released; returns the fit's results.
+template <typename Fit>
+std::vector<FitResult> run_interruptible(Fit&& fit, const std::vector<ImageView>& views,
+                                         const FitOptions& opts) {
+  constexpr int kSignalPollMs = 50;
+  std::atomic<bool> cancel{false};
+  FitOptions worker_opts = opts;
+  worker_opts.cancel = &cancel;
+  py::gil_scoped_release release;
+  std::future<std::vector<FitResult>> done =
+      std::async(std::launch::async, [&] { return fit(views, worker_opts); });
+  while (done.wait_for(std::chrono::milliseconds(kSignalPollMs)) != std::future_status::ready) {
+    py::gil_scoped_acquire acquire;
+    if (PyErr_CheckSignals() != 0) {
+      cancel = true;
+      {
+        py::gil_scoped_release wait;
+        done.wait();
+      }
+      throw py::error_already_set();
+    }
+  }
+  return done.get();
 }
 
 }  // namespace gs::py_arrays

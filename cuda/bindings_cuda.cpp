@@ -32,12 +32,7 @@ using namespace gs::py_arrays;
 
 py::list fit(const std::vector<CArray<uint8_t>>& images, const FitOptions& opts) {
   const std::vector<ImageView> views = fit_images(images, opts);
-  std::vector<FitResult> results;
-  {
-    py::gil_scoped_release release;
-    results = fit_batch(views, opts);
-  }
-  return fit_results(results);
+  return fit_results(run_interruptible(fit_batch, views, opts));
 }
 
 // One host buffer for the whole batch; each image is a view of it.

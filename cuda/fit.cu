@@ -16,6 +16,7 @@
 //
 // The CPU twin is cpu/fit.cpp's Fitter; constants and schedules below follow it.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -96,7 +97,12 @@ class BatchFit {
     else if (opts_.init == InitMode::kGrid) pairs = init_grid();
     else pairs = init_random();
     reserve_lists(pairs);
-    for (int it = 1; it <= opts_.iterations; ++it) iterate(it);
+    for (int it = 1; it <= opts_.iterations; ++it) {
+      // Read on the host between launches: no sync. The steps already queued
+      // (a few, at the launch queue's depth) finish before the fit returns.
+      if (opts_.cancel && opts_.cancel->load(std::memory_order_relaxed)) return cancelled();
+      iterate(it);
+    }
     if (phases_) {
       download_state();
       phases_->end();
@@ -350,6 +356,14 @@ class BatchFit {
                                   sizeof(unsigned long long), cudaMemcpyDeviceToHost, stream_));
     GS_CUDA_CHECK(cudaEventRecord(ring_.events_[k], stream_));
     ring_.pending_[k] = true;
+  }
+
+  // As cpu::fit_batch after a cancel: one result per image, marked, no splats.
+  std::vector<FitResult> cancelled() {
+    stream_.sync();
+    std::vector<FitResult> out(images_.size());
+    for (FitResult& r : out) r.cancelled = true;
+    return out;
   }
 
   std::vector<FitResult> finish() {

@@ -303,7 +303,7 @@ import sys, numpy as np, gscodec
 img = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
 print("fitting", flush=True)
 try:
-    gscodec.fit(img, 400, iterations=1_000_000, threads=1)
+    gscodec.fit(img, 400, iterations=1_000_000, threads=1, device=sys.argv[1])
 except KeyboardInterrupt:
     print("interrupted", flush=True)
     sys.exit(3)
@@ -329,8 +329,9 @@ def interrupt_when(proc: subprocess.Popen, stream, marker: bytes) -> tuple[int, 
         proc.kill()
 
 
-def test_ctrl_c_stops_a_long_fit_within_a_second():
-    proc = subprocess.Popen([sys.executable, "-c", CTRL_C], stdout=subprocess.PIPE)
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_ctrl_c_stops_a_long_fit_within_a_second(device):
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C, device], stdout=subprocess.PIPE)
     status, elapsed, out = interrupt_when(proc, proc.stdout, b"fitting")
     assert status == 3 and out.split() == ["fitting", "interrupted"]
     assert elapsed < 1.0
