@@ -218,13 +218,6 @@ GS_HD T weight(const PixelSplat<T>& s, T dx, T dy) {
   return weight_from_power(y1 * y1 + y2 * y2);
 }
 
-// Gradient of the loss with respect to one splat's pixel parameters (layout
-// of Param), summed over pixels.
-template <typename T>
-struct ParamGrad {
-  T x, y, a, b, c, r, g, bl;
-};
-
 // The backward pass sums a splat's pixels in moment form. At one pixel with
 // weight w, whitened offset (y1, y2) and colour gradient g = (gr, gg, gb):
 //   dL/dq = dL/dw * dw/dq = -k / 2,  k = w (g . colour),
@@ -259,20 +252,19 @@ GS_HD void add_pixel_moments(const PixelSplat<T>& s, T y1, T y2, T w, T gr, T gg
 }
 
 // The splat's gradient from its summed moments (sum dL/dy2 = -s2, sum dL/dy1 =
-// -s1 + b s2 / c, and the same with one more factor y1 or y2).
+// -s1 + b s2 / c, and the same with one more factor y1 or y2), written to
+// grad[kParamsPerSplat] in the layout of Param (pixel parameters).
 template <typename T>
-GS_HD ParamGrad<T> grad_from_moments(const PixelSplat<T>& s, const GradMoments<T>& m) {
+GS_HD void grad_from_moments(const PixelSplat<T>& s, const GradMoments<T>& m, T* grad) {
   const T shear = s.b * s.inv_c;
-  ParamGrad<T> d;
-  d.x = s.inv_a * (m.s1 - shear * m.s2);
-  d.y = s.inv_c * m.s2;
-  d.a = s.inv_a * (m.s11 - shear * m.s12);
-  d.b = s.inv_c * m.s12;
-  d.c = s.inv_c * m.s22;
-  d.r = m.r;
-  d.g = m.g;
-  d.bl = m.bl;
-  return d;
+  grad[kX] = s.inv_a * (m.s1 - shear * m.s2);
+  grad[kY] = s.inv_c * m.s2;
+  grad[kA] = s.inv_a * (m.s11 - shear * m.s12);
+  grad[kB] = s.inv_c * m.s12;
+  grad[kC] = s.inv_c * m.s22;
+  grad[kR] = m.r;
+  grad[kG] = m.g;
+  grad[kBlue] = m.bl;
 }
 
 // Rec. 601 luma of the colour's magnitude: the pruning rule's measure of how much

@@ -57,16 +57,8 @@ __device__ __forceinline__ void pair_grad(const DevSplat& sp, int slot, const Ti
     }
   }
   // The conversion is linear, so each lane converts its own sums.
-  const ParamGrad<float> g = grad_from_moments(s, m);
-  float acc[8];
-  acc[kX] = g.x;
-  acc[kY] = g.y;
-  acc[kA] = g.a;
-  acc[kB] = g.b;
-  acc[kC] = g.c;
-  acc[kR] = g.r;
-  acc[kG] = g.g;
-  acc[kBlue] = g.bl;
+  float acc[kParamsPerSplat];
+  grad_from_moments(s, m, acc);
   const float total = warp_transpose_sum8(acc, lane);
   if ((lane & 3) == 0 && total != 0.f)
     atomicAdd(grad + size_t(slot) * kParamsPerSplat + (lane >> 2), total);

@@ -200,16 +200,8 @@ void render_backward_each(const std::vector<PixelSplat<T>>& splats,
       m.g += sg[l];
       m.bl += sb[l];
     }
-    const ParamGrad<T> d = grad_from_moments(s, m);
     T o[kParamsPerSplat];
-    o[kX] = d.x;
-    o[kY] = d.y;
-    o[kA] = d.a;
-    o[kB] = d.b;
-    o[kC] = d.c;
-    o[kR] = d.r;
-    o[kG] = d.g;
-    o[kBlue] = d.bl;
+    grad_from_moments(s, m, o);
     done(i, o);
   }
 }

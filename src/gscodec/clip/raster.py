@@ -22,7 +22,7 @@ import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
-from .stem import check_splat_batch
+from .stem import check_splat_batch, with_unit_padding
 
 __all__ = ["RasterStem", "render_splats", "POWER_CUTOFF"]
 
@@ -32,9 +32,6 @@ POWER_CUTOFF = 11.082527
 
 # Weights computed at once (elements of [B, chunk, H, W]): 2^24 floats, 64 MiB.
 _CHUNK_ELEMENTS = 1 << 24
-
-# A unit splat for padding rows: finite everywhere, then masked to weight 0.
-_SAFE_ROW = (0.5, 0.5, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0)
 
 
 def render_splats(
@@ -46,11 +43,9 @@ def render_splats(
     equation"): pixel centres at ``i + 0.5``, weight ``exp(-q / 2)`` for
     ``q <= POWER_CUTOFF`` else 0, colours summed without normalization or clamping.
     """
+    mask = check_splat_batch(splats, mask)
     b, n, _ = splats.shape
-    if mask is None:
-        mask = torch.ones(b, n, dtype=torch.bool, device=splats.device)
-    safe = splats.new_tensor(_SAFE_ROW)
-    rows = torch.where(mask.unsqueeze(-1), splats, safe)
+    rows = with_unit_padding(splats, mask)  # masked to weight 0 below
     xs = (torch.arange(width, device=splats.device, dtype=splats.dtype) + 0.5).view(1, 1, 1, -1)
     ys = (torch.arange(height, device=splats.device, dtype=splats.dtype) + 0.5).view(1, 1, -1, 1)
     image = splats.new_zeros(b, 3, height, width)
@@ -98,7 +93,6 @@ class RasterStem(nn.Module):
 
     def forward(self, splats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``splats`` [B, N, 8] padded; ``mask`` [B, N] bool, True for real splats (None = all)."""
-        mask = check_splat_batch(splats, mask)
         size = self.image_size
         with torch.autocast(device_type=splats.device.type, enabled=False):
             image = render_splats(splats.float(), mask, size, size).clamp(0.0, 1.0)

@@ -23,6 +23,7 @@ __all__ = [
     "PerceiverResampler",
     "splat_features",
     "check_splat_batch",
+    "with_unit_padding",
     "SPLAT_DIM",
     "STEM_KINDS",
 ]
@@ -33,6 +34,9 @@ SPLAT_DIM = 8
 #: Stem designs: the paper's set-to-tokens resampler (`GSStem`) or the ViT's own
 #: patch embedding of the splats' rendering (`gscodec.clip.raster.RasterStem`).
 STEM_KINDS = ("resampler", "raster")
+
+# A valid splat (centred, unit-sized, black) that stands in for padding rows.
+_UNIT_SPLAT = (0.5, 0.5, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0)
 
 # log() floor for variances: far below any fitted splat (a 1e-4 pixel at 65535 px).
 _MIN_VARIANCE = 1e-20
@@ -102,6 +106,15 @@ def splat_features(splats: torch.Tensor, n_freqs: int) -> torch.Tensor:
         ],
         dim=-1,
     )
+
+
+def with_unit_padding(splats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``splats`` with the padding rows (``mask`` False) replaced by a unit splat.
+
+    Padding rows may hold anything (zeros give log 0 and division by 0): a
+    valid splat there keeps every later operation finite; stems then mask
+    those rows out."""
+    return torch.where(mask.unsqueeze(-1), splats, splats.new_tensor(_UNIT_SPLAT))
 
 
 def check_splat_batch(splats: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -254,10 +267,7 @@ class GSStem(nn.Module):
     def forward(self, splats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``splats`` [B, N, 8] padded; ``mask`` [B, N] bool, True for real splats (None = all)."""
         mask = check_splat_batch(splats, mask)
-        # Padding rows may hold anything (zeros give log 0): replace them by a unit
-        # splat so no NaN/inf is ever computed, then they are masked out below.
-        safe = torch.tensor([0.5, 0.5, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0], device=splats.device)
-        splats = torch.where(mask.unsqueeze(-1), splats.float(), safe)
+        splats = with_unit_padding(splats.float(), mask)  # masked out below
         # Logs and sines want fp32 even under autocast.
         with torch.autocast(device_type=splats.device.type, enabled=False):
             feats = splat_features(splats, self.cfg.n_freqs)
