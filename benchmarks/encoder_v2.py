@@ -22,6 +22,10 @@
   coarse to fine (``coarse_fraction=0.5``): fit PSNR, wall and CPU seconds per
   image, at each ``--iterations`` count, settings alternating per image so
   that machine load hits both alike.
+- ``densify``: the densification's settings (before: half the budget in 4
+  rounds, 5% respawn; today's default; ``--sweep`` entries) on Kodak-224 at
+  each ``--iterations`` count, CIFAR-10 test (``--cifar`` images, 16 and 64
+  splats) and full Kodak through rate control at each ``--bpp``.
 - ``iterations``: more iterations must never hurt: v2 fit PSNR and the PSNR
   of its q7 file after each ``--iterations`` count on the sample image
   (examples/kodim23-224.png) and the first ``--images`` Kodak-224 images at
@@ -32,6 +36,8 @@
     nice -n 10 python benchmarks/encoder_v2.py encode --images 2 --bpp 0.5
     nice -n 10 python benchmarks/encoder_v2.py finish --images 8 --iterations 200 --groups --qat 20
     nice -n 10 python benchmarks/encoder_v2.py speed --images 4 --iterations 200
+    nice -n 10 python benchmarks/encoder_v2.py densify --images 4 --bpp 0.25 0.5 1.0 \
+        --iterations 50 100 200 500 --sweep densify_fraction=0.7 ...
     nice -n 10 python benchmarks/encoder_v2.py iterations --images 2 --splats 1600 \
         --iterations 100 200 500 1000 2000
 """
@@ -39,6 +45,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -52,6 +59,7 @@ from gscodec import ratecontrol
 from gscodec import _core
 from gscodec import quantize as q
 from common import header, kodak224, kodak_paths
+from fit_cache import cifar_paths
 from gscodec.metrics import psnr
 from rate_distortion import pillow_codec
 
@@ -97,24 +105,34 @@ def ablation(args, images) -> None:
               f"| {sec:.2f} |", flush=True)
 
 
+def _rounded_finish(splats, image, precision):
+    """The finish before grid-aware colour rounding: the colours re-solved for
+    the file's geometry, then each rounded to its nearest grid point."""
+    params = q.roundtrip(splats, precision).to_array()
+    params[:, 5:] = _core.solve_colors(params, np.ascontiguousarray(image), 0)
+    return q.roundtrip(gscodec.Splats.from_array(params, splats.width, splats.height), precision)
+
+
 def finish(args, images) -> None:
     splats, stats, sec = timed_fit(images, args.splats, iterations=args.iterations[0])
     print(f"{args.iterations[0]} iterations, {args.splats} splats, {len(images)} images; "
           f"fit {sec:.2f} s / image, unquantized fit PSNR {np.mean([s['psnr'] for s in stats]):.3f}\n")
-    print("| precision | file of the fit: PSNR | file of the finish: PSNR | finish gain | "
-          "finish loss vs fit | finish s / image |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| precision | file of the fit: PSNR | finish, colours rounded one by one: PSNR | "
+          "file of the finish: PSNR | finish gain | finish loss vs fit | finish s / image |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     fit_psnr = np.mean([s["psnr"] for s in stats])
     for precision in args.precisions:
         after = np.mean([psnr(gscodec.render(q.roundtrip(s, precision)), im)
                          for s, im in zip(splats, images)])
+        one_by_one = np.mean([psnr(gscodec.render(_rounded_finish(s, im, precision)), im)
+                              for s, im in zip(splats, images)])
         t0 = time.perf_counter()
         finished = [gscodec.ratecontrol.quantized_finish(s, im, precision) for s, im in zip(splats, images)]
         finish_sec = (time.perf_counter() - t0) / len(images)
         assert all(np.array_equal(q.roundtrip(f, precision).to_array(), f.to_array()) for f in finished)
         done = np.mean([psnr(gscodec.render(f), im) for f, im in zip(finished, images)])
-        print(f"| {precision} | {after:.3f} | {done:.3f} | {done - after:+.3f} | {fit_psnr - done:.3f} "
-              f"| {finish_sec:.3f} |", flush=True)
+        print(f"| {precision} | {after:.3f} | {one_by_one:.3f} | {done:.3f} | {done - after:+.3f} | "
+              f"{fit_psnr - done:.3f} | {finish_sec:.3f} |", flush=True)
     if args.groups:
         finish_groups(splats, images, fit_psnr)
     for k in args.qat:  # straight-through steps warm-started from the fit, then the finish
@@ -234,10 +252,89 @@ def iterations(args) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
+#: The densification before "Densify most of the budget" (docs/benchmarks.md).
+HALF_DENSIFIED = dict(densify_fraction=0.5, densify_rounds=4, respawn_fraction=0.05)
+
+
+def _settings(args) -> list[tuple[str, dict]]:
+    """The fit settings ``densify`` compares: before, today's default, and
+    each ``--sweep`` entry (``key=value,key=value`` over the default)."""
+    out = [("half densified, 4 rounds, 5% respawn (before)", HALF_DENSIFIED), ("default", {})]
+    for entry in args.sweep:
+        kw = {k: (int(v) if k == "densify_rounds" else float(v))
+              for k, v in (kv.split("=") for kv in entry.split(","))}
+        out.append((entry, kw))
+    return out
+
+
+@contextlib.contextmanager
+def _defaults(kw: dict):
+    """`gscodec.engine.CPU_FIT` updated with ``kw`` (rate control fits with the defaults)."""
+    saved = dict(gscodec.engine.CPU_FIT)
+    gscodec.engine.CPU_FIT.update(kw)
+    try:
+        yield
+    finally:
+        gscodec.engine.CPU_FIT.clear()
+        gscodec.engine.CPU_FIT.update(saved)
+
+
+def densify(args) -> None:
+    """Fit settings of the densification: Kodak-224 (400 splats, each
+    iteration count), CIFAR-10 test (16 and 64 splats, default iterations)
+    and full Kodak through rate control at each ``--bpp``; PSNR of the fit and
+    of its q7 file (the quantized finish), seconds per image."""
+    settings = _settings(args)
+    k224 = [kodak224(p) for p in kodak_paths(None)]
+    print(f"Kodak-224, 24 images, {args.splats} splats: fit PSNR / q7 file PSNR / s per image\n")
+    print("| setting | " + " | ".join(f"{i} it" for i in args.iterations) + " |")
+    print("|---|" + "---:|" * len(args.iterations))
+    for name, kw in settings:
+        cells = []
+        for iters in args.iterations:
+            splats, stats, sec = timed_fit(k224, args.splats, iterations=iters, **kw)
+            q7 = np.mean([psnr(gscodec.render(ratecontrol.quantized_finish(s, im, "q7")), im)
+                          for s, im in zip(splats, k224)])
+            cells.append(f"{np.mean([s['psnr'] for s in stats]):.2f} / {q7:.2f} / {sec:.2f}")
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    cifar = [np.asarray(Image.open(p).convert("RGB")) for p in cifar_paths(args.cifar)]
+    print(f"\nCIFAR-10 test, {len(cifar)} images (the same number per class), "
+          f"{gscodec.engine.DEFAULT_ITERATIONS} iterations: fit PSNR / q7 file PSNR\n")
+    print("| setting | 16 splats | 64 splats |\n|---|---:|---:|")
+    for name, kw in settings:
+        cells = []
+        for n in (16, 64):
+            splats, stats, _ = timed_fit(cifar, n, **kw)
+            q7 = np.mean([psnr(gscodec.render(ratecontrol.quantized_finish(s, im, "q7")), im)
+                          for s, im in zip(splats, cifar)])
+            cells.append(f"{np.mean([s['psnr'] for s in stats]):.2f} / {q7:.2f}")
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    paths = kodak_paths(args.images)
+    print(f"\nKodak 768x512, {len(paths)} images ({', '.join(p.stem for p in paths)}), "
+          f"`gscodec.encode(bpp=...)`: PSNR / bpp / s per image\n")
+    print("| setting | " + " | ".join(f"{b} bpp" for b in args.bpp) + " |")
+    print("|---|" + "---:|" * len(args.bpp))
+    full = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    for name, kw in settings:
+        cells = []
+        for bpp in args.bpp:
+            rows = []
+            with _defaults(kw):
+                for img in full:
+                    t0 = time.perf_counter()
+                    data = ratecontrol.encode_to_rate(img, bpp)
+                    sec = time.perf_counter() - t0
+                    rows.append((psnr(gscodec.render(fmt.loads(data)), img),
+                                 len(data) * 8 / (img.shape[0] * img.shape[1]), sec))
+            p_, b_, s_ = np.mean(rows, axis=0)
+            cells.append(f"{p_:.2f} / {b_:.3f} / {s_:.1f}")
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["convergence", "ablation", "encode", "finish", "speed",
-                                     "iterations"])
+                                     "iterations", "densify"])
     ap.add_argument("--images", type=int, default=None, help="first N Kodak images (default all 24)")
     ap.add_argument("--splats", type=int, default=None,
                     help="default 400 (speed: 4200)")
@@ -248,12 +345,17 @@ def main() -> None:
                     help="finish: the q7 loss per field group")
     ap.add_argument("--qat", type=int, nargs="*", default=[],
                     help="finish: also with this many straight-through steps first")
+    ap.add_argument("--cifar", type=int, default=200,
+                    help="densify: CIFAR-10 test images (the same number per class)")
+    ap.add_argument("--sweep", nargs="*", default=[],
+                    help="densify: more settings, each key=value,key=value over the default")
     args = ap.parse_args()
     print(header("python benchmarks/encoder_v2.py " + " ".join(sys.argv[1:])))
     if args.what != "speed":
         args.splats = args.splats or 400
-    if args.what in ("encode", "speed", "iterations"):
-        {"encode": encode, "speed": speed, "iterations": iterations}[args.what](args)
+    if args.what in ("encode", "speed", "iterations", "densify"):
+        {"encode": encode, "speed": speed, "iterations": iterations,
+         "densify": densify}[args.what](args)
         return
     images = [kodak224(p) for p in kodak_paths(args.images)]
     {"convergence": convergence, "ablation": ablation, "finish": finish}[args.what](args, images)

@@ -190,11 +190,12 @@ py::array solve_colors_px_f64(const CArray<double>& params, const CArray<double>
   return colors;
 }
 
-// The fit's final colour solve (cpu/fit.cpp, Fitter::solve_colors) for given
-// normalized (N, 8) splats and an H x W x 3 uint8 image: the least-squares
-// colours for that geometry, warm-started from (and ridged towards) the given
-// ones; returns them as (N, 3) float32. The quantized finish of engine.fit.
-py::array solve_colors(const CArray<float>& params, const CArray<uint8_t>& image, int threads) {
+// The normal equations of normalized (N, 8) splats against an H x W x 3 uint8
+// image, handed with the splats' colours (N x 3, float64) to `work`, which
+// runs without the GIL and updates them; returns them as (N, 3) float32.
+template <typename Work>
+py::array with_color_equations(const CArray<float>& params, const CArray<uint8_t>& image,
+                               int threads, Work work) {
   const float* rows = splat_rows(params, "params");
   if (image.ndim() != 3 || image.shape(2) != 3)
     throw std::invalid_argument("image must have shape (height, width, 3)");
@@ -220,12 +221,34 @@ py::array solve_colors(const CArray<float>& params, const CArray<uint8_t>& image
     const bool parallel = threads != 1 && gs::cpu::worth_a_thread_team(width, height);
     gs::cpu::TileBins bins;
     gs::cpu::bin_boxes(boxes, width, height, bins);
-    const auto eq = gs::cpu::normal_equations(splats, boxes, bins, target.data(), width, height, parallel);
-    gs::cpu::solve_colors(eq, colors.data(), parallel);
+    work(gs::cpu::normal_equations(splats, boxes, bins, target.data(), width, height, parallel),
+         colors.data(), parallel);
   }
   CArray<float> out({static_cast<py::ssize_t>(n), py::ssize_t(3)});
   std::transform(colors.begin(), colors.end(), out.mutable_data(), [](double c) { return float(c); });
   return out;
+}
+
+// The fit's final colour solve (cpu/fit.cpp, Fitter::solve_colors): the
+// least-squares colours for the splats' geometry, warm-started from (and
+// ridged towards) their colours. The quantized finish of engine.fit.
+py::array solve_colors(const CArray<float>& params, const CArray<uint8_t>& image, int threads) {
+  return with_color_equations(params, image, threads,
+                              [](const gs::cpu::NormalEquations& eq, double* colors, bool parallel) {
+                                gs::cpu::solve_colors(eq, colors, parallel);
+                              });
+}
+
+// The splats' colours rounded to multiples of `step` for the least L2 error
+// (gs::cpu::round_colors_to_grid): the finish's last step before a file.
+py::array round_colors(const CArray<float>& params, const CArray<uint8_t>& image, double step,
+                       int threads) {
+  if (!(step > 0) || !std::isfinite(step))
+    throw std::invalid_argument("step must be a positive finite number");
+  return with_color_equations(params, image, threads,
+                              [step](const gs::cpu::NormalEquations& eq, double* colors, bool) {
+                                gs::cpu::round_colors_to_grid(eq, colors, step);
+                              });
 }
 
 py::tuple l2_loss_and_grad_f64(const CArray<double>& render, const CArray<double>& target) {
@@ -301,6 +324,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("solve_colors", &solve_colors, py::arg("params"), py::arg("image"), py::arg("threads"),
         "Least-squares colours (N, 3) float32 of normalized (N, 8) splats for an H x W x 3 uint8 "
         "image, as the fit's final colour solve.");
+  m.def("round_colors", &round_colors, py::arg("params"), py::arg("image"), py::arg("step"),
+        py::arg("threads"),
+        "The (N, 3) colours of normalized (N, 8) splats rounded to multiples of step for the "
+        "least L2 error against an H x W x 3 uint8 image (integer coordinate descent).");
   m.def("_render_px_f64", &render_px_f64);
   m.def("_render_backward_px_f64", &render_backward_px_f64);
   m.def("_l2_loss_and_grad_f64", &l2_loss_and_grad_f64);

@@ -32,7 +32,8 @@ def test_densification_adds_splats_where_the_error_is():
     rng = np.random.default_rng(0)
     img = np.full((64, 64, 3), 128, np.uint8)
     img[:32, 32:] = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    frozen = dict(PAPER, lr_position=0.0, lr_covariance=0.0, lr_color=0.0, densify_fraction=0.5)
+    frozen = dict(PAPER, lr_position=0.0, lr_covariance=0.0, lr_color=0.0, densify_fraction=0.5,
+                  densify_rounds=4)
     s = gscodec.fit(img, 64, iterations=8, **frozen)
     assert len(s) == 64
     start = gscodec.fit(img, 32, iterations=0, **PAPER)
@@ -235,6 +236,52 @@ def test_solve_colors_binding_is_least_squares():
         _core.solve_colors(np.zeros((2, 7), np.float32), image, 1)
     with pytest.raises(ValueError, match="image"):
         _core.solve_colors(normalized, image[:, :, :2], 1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_round_colors_is_a_grid_optimum_below_plain_rounding(seed):
+    """_core.round_colors puts every colour on the grid (multiples of step,
+    within its channel's range of plain rounding) where no single one-step move
+    lowers the L2 error, and that error is below plain rounding's."""
+    rng = np.random.default_rng(seed)
+    width, height, n, step = 12, 10, 9, 0.07
+    scale = np.array([width, height, width, height, height, 1, 1, 1])
+    normalized = (_random_pixel_params(rng, width, height, n) / scale).astype(np.float32)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    normalized[:, 5:] = _core.solve_colors(normalized, image, 1)
+    rounded = _core.round_colors(normalized, image, step, 1).astype(np.float64)
+    index = rounded / step
+    np.testing.assert_allclose(index, np.rint(index), atol=1e-4)
+    index = np.rint(index)
+    plain = np.rint(normalized[:, 5:] / step)
+    assert np.all(index.min(0) >= plain.min(0)) and np.all(index.max(0) <= plain.max(0))
+    w = _unit_renders(normalized.astype(np.float64) * scale, width, height)
+    target = image.reshape(-1, 3) / 255.0
+
+    def error(c):
+        return np.sum((w @ (c * step) - target) ** 2, axis=0)  # per channel
+    best = error(index)
+    assert best.sum() < error(plain).sum()
+    for i in range(n):
+        for move in (-1, 1):
+            moved = index.copy()
+            moved[i] += move
+            inside = (moved[i] >= plain.min(0)) & (moved[i] <= plain.max(0))
+            assert np.all((error(moved) >= best * (1 - 1e-6))[inside]), (i, move)
+    with pytest.raises(ValueError, match="step"):
+        _core.round_colors(normalized, image, 0.0, 1)
+
+
+def test_quantized_finish_beats_rounding_the_solved_colours(sample_image):
+    """The finish's grid-aware colour rounding renders closer to the image than
+    the same least-squares colours rounded one by one."""
+    img = sample_image[:96, :128]
+    fitted = gscodec.fit(img, 200, iterations=60)
+    geometry = q.roundtrip(fitted, "q7").to_array()
+    geometry[:, 5:] = _core.solve_colors(geometry, img, 0)
+    rounded = q.roundtrip(gscodec.Splats.from_array(geometry, 128, 96), "q7")
+    finished = gscodec.ratecontrol.quantized_finish(fitted, img, "q7")
+    assert psnr(gscodec.render(finished), img) > psnr(gscodec.render(rounded), img) + 0.01
 
 
 def test_quantize_for_rejects_float_precisions(sample_image):

@@ -48,12 +48,14 @@ PAPER_FIT: dict[str, Any] = dict(
     init="grid", lr_position=0.05, lr_covariance=0.05, lr_color=0.01,
     densify_fraction=0.0, respawn_fraction=0.0, color_solve=False, coarse_fraction=0.0,
 )
-#: The default of both backends (encoder v2): content-adaptive init, half the
-#: splats added by error-guided densification, weak splats respawned, exact
-#: colour solves, larger steps. Chosen by measured time-to-quality.
+#: The default of both backends (encoder v2): content-adaptive init, 90% of
+#: the splats added by error-guided densification in 8 rounds, weak splats
+#: respawned, exact colour solves, larger steps. Chosen by measured
+#: time-to-quality (docs/benchmarks.md, "Densify most of the budget").
 CPU_FIT: dict[str, Any] = dict(
     init="content", lr_position=0.15, lr_covariance=0.15, lr_color=0.02,
-    densify_fraction=0.5, respawn_fraction=0.05, color_solve=True, coarse_fraction=0.0,
+    densify_fraction=0.9, densify_rounds=8, respawn_fraction=0.1, color_solve=True,
+    coarse_fraction=0.0,
 )
 
 
@@ -272,7 +274,7 @@ def fit(
     prune_threshold: float = 0.0,
     prune_every: int = 100,
     densify_fraction: float | None = None,
-    densify_rounds: int = 4,
+    densify_rounds: int | None = None,
     respawn_fraction: float | None = None,
     color_solve: bool | None = None,
     coarse_fraction: float | None = None,
@@ -326,7 +328,8 @@ def fit(
     - ``quantize_for``: a quantized precision (``"q7"``, ...; see
       `gscodec.quantize`): the splats are returned as a (version 3) file of
       that precision holds them: the fitted geometry quantized, the colours
-      re-solved by least squares for that geometry, then quantized too (see
+      re-solved by least squares for that geometry, then rounded to the
+      file's colour grid for the least render error (see
       `gscodec.ratecontrol.quantized_finish`), so the file reproduces the
       returned splats and ``psnr`` is what a decoder gets. Before that,
       ``qat_iterations`` more steps (default `DEFAULT_QAT_ITERATIONS`) are
@@ -356,7 +359,6 @@ def fit(
     _check_number("seed", seed, 0, 2**64 - 1, integer=True)
     _check_number("threads", threads, 0, 4096, integer=True)
     _check_number("prune_every", prune_every, 1, MAX_ITERATIONS, integer=True)
-    _check_number("densify_rounds", densify_rounds, 1, 1000, integer=True)
     backend = _resolve_device(device)
     warm = None if init is None or isinstance(init, str) else _warm_start(init, image_list, single)
     if warm is not None and backend == "cuda":
@@ -367,7 +369,8 @@ def fit(
                          "only; use device='cpu'")
     given = dict(init=None if warm is not None else init, lr_position=lr_position,
                  lr_covariance=lr_covariance, lr_color=lr_color,
-                 densify_fraction=densify_fraction, respawn_fraction=respawn_fraction,
+                 densify_fraction=densify_fraction, densify_rounds=densify_rounds,
+                 respawn_fraction=respawn_fraction,
                  color_solve=color_solve, coarse_fraction=coarse_fraction)
     o = {k: (CPU_FIT[k] if v is None else v) for k, v in given.items()}
     for name in ("lr_position", "lr_covariance", "lr_color"):
@@ -376,6 +379,7 @@ def fit(
     _check_number("l1_color", l1_color, 0.0, 1e3)
     _check_number("prune_threshold", prune_threshold, 0.0, 1e3)
     _check_number("densify_fraction", o["densify_fraction"], 0.0, 0.9)
+    _check_number("densify_rounds", o["densify_rounds"], 1, 1000, integer=True)
     _check_number("respawn_fraction", o["respawn_fraction"], 0.0, 0.5)
     _check_number("coarse_fraction", o["coarse_fraction"], 0.0, 0.9)
     if not isinstance(o["color_solve"], (bool, np.bool_)):
@@ -409,7 +413,7 @@ def fit(
         lr_covariance=float(o["lr_covariance"]), lr_color=float(o["lr_color"]),
         lr_final_ratio=float(lr_final_ratio), l1_color=float(l1_color),
         prune_threshold=float(prune_threshold), prune_every=int(prune_every),
-        densify_fraction=float(o["densify_fraction"]), densify_rounds=int(densify_rounds),
+        densify_fraction=float(o["densify_fraction"]), densify_rounds=int(o["densify_rounds"]),
         respawn_fraction=float(o["respawn_fraction"]), color_solve=bool(o["color_solve"]),
         coarse_fraction=float(o["coarse_fraction"]),
         threads=int(threads),

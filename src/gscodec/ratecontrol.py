@@ -134,7 +134,9 @@ def quantized_finish(splats: Splats, image: np.ndarray, precision: str | q.Preci
     """The splats a file of quantized ``precision`` should hold for
     ``image``: the geometry as the file stores it, the colours re-solved by
     least squares (the fit's final colour solve) for that geometry, then
-    quantized too. Writing the result at ``precision`` reproduces it."""
+    rounded to the file's colour grid for the least render error (integer
+    coordinate descent: overlapping splats absorb each other's rounding).
+    Writing the result at ``precision`` reproduces it."""
     p = engine._quantized_precision(precision)
     image = np.asarray(image)
     if image.shape != (splats.height, splats.width, 3) or image.dtype != np.uint8:
@@ -142,7 +144,10 @@ def quantized_finish(splats: Splats, image: np.ndarray, precision: str | q.Preci
                          f"splats' size), got shape {image.shape} dtype {image.dtype}")
     geometry = q.roundtrip(splats, p)
     params = geometry.to_array()
-    params[:, 5:] = engine._core().solve_colors(params, np.ascontiguousarray(image), int(threads))
+    core, image = engine._core(), np.ascontiguousarray(image)
+    params[:, 5:] = core.solve_colors(params, image, int(threads))
+    step = q.quantize(Splats.from_array(params, splats.width, splats.height), p).grids.field_step(5)
+    params[:, 5:] = core.round_colors(params, image, step, int(threads))
     return q.roundtrip(Splats.from_array(params, splats.width, splats.height), p)
 
 
