@@ -11,10 +11,11 @@
   default; q7 file PSNR, bpp and seconds, with JPEG and WebP (Pillow) at the
   same bpp.
 - ``finish``: Kodak-224, 400 splats, the v2 default fit: PSNR of the fit, of
-  its file at each precision (``q.roundtrip``, format v2) and of the file of
-  its quantized finish (`gscodec.ratecontrol.quantized_finish`, what
-  ``fit(quantize_for=...)`` and `gscodec.encode` return), with the finish's
-  seconds per image. ``--groups``: the q7 loss per field group; ``--qat K``:
+  its file at each precision (``q.roundtrip``, format v2), of the finish
+  without its geometry rounding (plain geometry, colours re-solved, then
+  rounded one by one or grid-rounded) and of the file of its quantized finish
+  (`gscodec.ratecontrol.quantized_finish`, what ``fit(quantize_for=...)`` and
+  `gscodec.encode` return), with the finish's seconds per image. ``--groups``: the q7 loss per field group; ``--qat K``:
   the finish after K straight-through steps (``fit(qat_iterations=K)``).
 
 - ``speed``: full Kodak 768x512 at ``--splats`` (default 4200, about what
@@ -105,11 +106,16 @@ def ablation(args, images) -> None:
               f"| {sec:.2f} |", flush=True)
 
 
-def _rounded_finish(splats, image, precision):
-    """The finish before grid-aware colour rounding: the colours re-solved for
-    the file's geometry, then each rounded to its nearest grid point."""
+def _plain_geometry_finish(splats, image, precision, round_colors):
+    """The finish without its geometry rounding: plain geometry, the colours
+    re-solved for it, then rounded one by one or (``round_colors``) by
+    `_core.round_colors` (the finish before the geometry rounding)."""
     params = q.roundtrip(splats, precision).to_array()
     params[:, 5:] = _core.solve_colors(params, np.ascontiguousarray(image), 0)
+    if round_colors:
+        step = q.quantize(gscodec.Splats.from_array(params, splats.width, splats.height),
+                          precision).grids.field_step(5)
+        params[:, 5:] = _core.round_colors(params, np.ascontiguousarray(image), step, 0)
     return q.roundtrip(gscodec.Splats.from_array(params, splats.width, splats.height), precision)
 
 
@@ -117,22 +123,23 @@ def finish(args, images) -> None:
     splats, stats, sec = timed_fit(images, args.splats, iterations=args.iterations[0])
     print(f"{args.iterations[0]} iterations, {args.splats} splats, {len(images)} images; "
           f"fit {sec:.2f} s / image, unquantized fit PSNR {np.mean([s['psnr'] for s in stats]):.3f}\n")
-    print("| precision | file of the fit: PSNR | finish, colours rounded one by one: PSNR | "
-          "file of the finish: PSNR | finish gain | finish loss vs fit | finish s / image |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| precision | file of the fit: PSNR | plain geometry, colours solved and rounded one by "
+          "one | plain geometry, colours grid-rounded | file of the finish: PSNR | finish gain | "
+          "finish loss vs fit | finish s / image |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     fit_psnr = np.mean([s["psnr"] for s in stats])
     for precision in args.precisions:
         after = np.mean([psnr(gscodec.render(q.roundtrip(s, precision)), im)
                          for s, im in zip(splats, images)])
-        one_by_one = np.mean([psnr(gscodec.render(_rounded_finish(s, im, precision)), im)
-                              for s, im in zip(splats, images)])
+        plain = [np.mean([psnr(gscodec.render(_plain_geometry_finish(s, im, precision, rc)), im)
+                          for s, im in zip(splats, images)]) for rc in (False, True)]
         t0 = time.perf_counter()
         finished = [gscodec.ratecontrol.quantized_finish(s, im, precision) for s, im in zip(splats, images)]
         finish_sec = (time.perf_counter() - t0) / len(images)
         assert all(np.array_equal(q.roundtrip(f, precision).to_array(), f.to_array()) for f in finished)
         done = np.mean([psnr(gscodec.render(f), im) for f, im in zip(finished, images)])
-        print(f"| {precision} | {after:.3f} | {one_by_one:.3f} | {done:.3f} | {done - after:+.3f} | "
-              f"{fit_psnr - done:.3f} | {finish_sec:.3f} |", flush=True)
+        print(f"| {precision} | {after:.3f} | {plain[0]:.3f} | {plain[1]:.3f} | {done:.3f} | "
+              f"{done - after:+.3f} | {fit_psnr - done:.3f} | {finish_sec:.3f} |", flush=True)
     if args.groups:
         finish_groups(splats, images, fit_psnr)
     for k in args.qat:  # straight-through steps warm-started from the fit, then the finish
@@ -142,7 +149,7 @@ def finish(args, images) -> None:
                         for s, im in zip(splats, images)]
             finish_sec = (time.perf_counter() - t0) / len(images)
             done = np.mean([psnr(gscodec.render(f), im) for f, im in zip(finished, images)])
-            print(f"| {precision}, {k} straight-through steps first | | {done:.3f} | | "
+            print(f"| {precision}, {k} straight-through steps first | | | | {done:.3f} | | "
                   f"{fit_psnr - done:.3f} | {finish_sec:.3f} |", flush=True)
 
 

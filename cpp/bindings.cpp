@@ -17,6 +17,7 @@
 
 #include "cpu/color_solve.h"
 #include "cpu/fit.h"
+#include "cpu/geometry_rounding.h"
 #include "cpu/loss.h"
 #include "cpu/render.h"
 #include "core_limits.h"
@@ -190,6 +191,19 @@ py::array solve_colors_px_f64(const CArray<double>& params, const CArray<double>
   return colors;
 }
 
+// An H x W x 3 uint8 image (checked) as planar 3 x H x W floats in [0, 1]: the
+// fit's target.
+std::vector<float> planar_unit_image(const CArray<uint8_t>& image) {
+  if (image.ndim() != 3 || image.shape(2) != 3)
+    throw std::invalid_argument("image must have shape (height, width, 3)");
+  check_size(static_cast<int>(image.shape(1)), static_cast<int>(image.shape(0)));
+  const size_t plane = size_t(image.shape(0)) * image.shape(1);
+  std::vector<float> target(3 * plane);
+  for (size_t p = 0; p < plane; ++p)
+    for (int ch = 0; ch < 3; ++ch) target[ch * plane + p] = image.data()[3 * p + ch] / 255.0f;
+  return target;
+}
+
 // The normal equations of normalized (N, 8) splats against an H x W x 3 uint8
 // image, handed with the splats' colours (N x 3, float64) to `work`, which
 // runs without the GIL and updates them; returns them as (N, 3) float32.
@@ -197,21 +211,16 @@ template <typename Work>
 py::array with_color_equations(const CArray<float>& params, const CArray<uint8_t>& image,
                                int threads, Work work) {
   const float* rows = splat_rows(params, "params");
-  if (image.ndim() != 3 || image.shape(2) != 3)
-    throw std::invalid_argument("image must have shape (height, width, 3)");
+  const std::vector<float> target = planar_unit_image(image);
   const int height = static_cast<int>(image.shape(0)), width = static_cast<int>(image.shape(1));
-  check_size(width, height);
   if (threads < 0) throw std::invalid_argument("threads must be >= 0");
-  const size_t n = params.shape(0), plane = size_t(width) * height;
+  const size_t n = params.shape(0);
   std::vector<gs::PixelSplat<float>> splats(n);
   std::vector<gs::cpu::PixelBox> boxes(n);
   for (size_t i = 0; i < n; ++i) {
     splats[i] = gs::to_pixel_splat(rows + i * gs::kParamsPerSplat, float(width), float(height));
     boxes[i] = gs::cpu::cutoff_box(splats[i], width, height);
   }
-  std::vector<float> target(3 * plane);
-  for (size_t p = 0; p < plane; ++p)
-    for (int ch = 0; ch < 3; ++ch) target[ch * plane + p] = image.data()[3 * p + ch] / 255.0f;
   std::vector<double> colors(3 * n);
   for (size_t i = 0; i < n; ++i)
     for (int ch = 0; ch < 3; ++ch) colors[3 * i + ch] = rows[i * gs::kParamsPerSplat + gs::kR + ch];
@@ -249,6 +258,32 @@ py::array round_colors(const CArray<float>& params, const CArray<uint8_t>& image
                               [step](const gs::cpu::NormalEquations& eq, double* colors, bool) {
                                 gs::cpu::round_colors_to_grid(eq, colors, step);
                               });
+}
+
+// The splats' geometry rounded to a file's grids for the least L2 error
+// against the image, judged with their colours (gs::cpu::round_geometry_to_grid):
+// the finish's first step.
+py::array round_geometry(const CArray<float>& params, const CArray<uint8_t>& image,
+                         double position_step, double log_size_step, double shear_step,
+                         int threads) {
+  const float* rows = splat_rows(params, "params");
+  const std::vector<float> target = planar_unit_image(image);
+  const int height = static_cast<int>(image.shape(0)), width = static_cast<int>(image.shape(1));
+  for (double step : {position_step, log_size_step, shear_step})
+    if (!(step > 0) || !std::isfinite(step))
+      throw std::invalid_argument("grid steps must be positive finite numbers");
+  if (threads < 0) throw std::invalid_argument("threads must be >= 0");
+  const size_t n = params.shape(0);
+  CArray<float> out({static_cast<py::ssize_t>(n), py::ssize_t(gs::kParamsPerSplat)});
+  std::copy(rows, rows + n * gs::kParamsPerSplat, out.mutable_data());
+  {
+    py::gil_scoped_release release;
+    const gs::ThreadCount scoped(threads > 0 ? threads : omp_get_max_threads());
+    gs::cpu::round_geometry_to_grid(out.mutable_data(), n, target.data(), width, height,
+                                    {position_step, log_size_step, shear_step},
+                                    threads != 1 && gs::cpu::worth_a_thread_team(width, height));
+  }
+  return out;
 }
 
 py::tuple l2_loss_and_grad_f64(const CArray<double>& render, const CArray<double>& target) {
@@ -328,6 +363,13 @@ PYBIND11_MODULE(_core, m) {
         py::arg("threads"),
         "The (N, 3) colours of normalized (N, 8) splats rounded to multiples of step for the "
         "least L2 error against an H x W x 3 uint8 image (integer coordinate descent).");
+  m.def("round_geometry", &round_geometry, py::arg("params"), py::arg("image"),
+        py::arg("position_step"), py::arg("log_size_step"), py::arg("shear_step"),
+        py::arg("threads"),
+        "Normalized (N, 8) splats with x, y, log a, b, log c on grids of the given steps "
+        "(pixels, log units, normalized): from plain rounding, one-step moves that lower the L2 "
+        "error against an H x W x 3 uint8 image (greedy local search; the colours judge and "
+        "stay). The result does not depend on threads.");
   m.def("_render_px_f64", &render_px_f64);
   m.def("_render_backward_px_f64", &render_backward_px_f64);
   m.def("_l2_loss_and_grad_f64", &l2_loss_and_grad_f64);

@@ -190,14 +190,14 @@ def test_qat_iterations_are_checked(sample_image):
 
 
 def test_straight_through_steps_render_the_files_geometry(sample_image):
-    """Quantization-aware steps that move nothing (step sizes 0) render the
-    geometry exactly as the file stores it: their result is the plain
-    quantized finish; steps that move keep the result on the file's grids
-    and deterministic."""
+    """Quantization-aware steps that move nothing (step sizes 0, no colour
+    solves) render the geometry exactly as the file stores it: their result is
+    the plain quantized finish; steps that move keep the result on the file's
+    grids and deterministic."""
     img = sample_image[:64, :96]
     start = gscodec.fit(img, 120, iterations=40)
     frozen = gscodec.fit(img, 120, init=start, iterations=0, quantize_for="q7", qat_iterations=3,
-                         lr_position=0.0, lr_covariance=0.0, lr_color=0.0)
+                         lr_position=0.0, lr_covariance=0.0, lr_color=0.0, color_solve=False)
 
     def rows(s):  # the file stores splats in its own (Morton) order
         a = s.to_array()
@@ -272,9 +272,63 @@ def test_round_colors_is_a_grid_optimum_below_plain_rounding(seed):
         _core.round_colors(normalized, image, 0.0, 1)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_round_geometry_puts_splats_on_the_grid_below_plain_rounding(seed):
+    """_core.round_geometry puts x, y, log a, b, log c on the given grids,
+    within each field's range of plain rounding, keeps the colours, renders
+    closer to the image than plain rounding, and is deterministic."""
+    rng = np.random.default_rng(seed)
+    width, height, n = 16, 12, 12
+    steps = (0.25, 0.1, 0.02)  # pixels, log units, normalized shear
+    scale = np.array([width, height, width, height, height, 1, 1, 1])
+    normalized = (_random_pixel_params(rng, width, height, n) / scale).astype(np.float32)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    normalized[:, 5:] = _core.solve_colors(normalized, image, 1)
+    rounded = _core.round_geometry(normalized, image, *steps, 1)
+    np.testing.assert_array_equal(rounded, _core.round_geometry(normalized, image, *steps, 2))
+    np.testing.assert_array_equal(rounded[:, 5:], normalized[:, 5:])
+
+    def coordinates(p):
+        p = p.astype(np.float64)
+        return np.column_stack([p[:, 0] * width / steps[0], p[:, 1] * height / steps[0],
+                                np.log(p[:, 2]) / steps[1], p[:, 3] / steps[2],
+                                np.log(p[:, 4]) / steps[1]])
+    index = coordinates(rounded)
+    np.testing.assert_allclose(index, np.rint(index), atol=1e-3)
+    plain = np.rint(coordinates(normalized))
+    assert np.all(np.rint(index).min(0) >= plain.min(0))
+    assert np.all(np.rint(index).max(0) <= plain.max(0))
+    target = image.reshape(-1, 3) / 255.0
+
+    def error(p):
+        return np.sum((_unit_renders(p.astype(np.float64) * scale, width, height) @ p[:, 5:]
+                       - target) ** 2)
+    on_plain_grid = normalized.copy()
+    on_plain_grid[:, :5] = np.column_stack([
+        plain[:, 0] * steps[0] / width, plain[:, 1] * steps[0] / height,
+        np.exp(plain[:, 2] * steps[1]), plain[:, 3] * steps[2], np.exp(plain[:, 4] * steps[1])])
+    assert error(rounded) < error(on_plain_grid)
+    with pytest.raises(ValueError, match="steps"):
+        _core.round_geometry(normalized, image, 0.25, 0.0, 0.02, 1)
+
+
+def test_quantized_finish_beats_plain_geometry_with_rounded_colours(sample_image):
+    """The finish's grid-aware geometry rounding renders closer to the image
+    than plain geometry with the colours solved and rounded the same way."""
+    img = sample_image[:96, :128]
+    fitted = gscodec.fit(img, 200, iterations=60)
+    geometry = q.roundtrip(fitted, "q7").to_array()
+    geometry[:, 5:] = _core.solve_colors(geometry, img, 0)
+    step = q.quantize(fitted, "q7").grids.field_step(5)
+    geometry[:, 5:] = _core.round_colors(geometry, img, step, 0)
+    colours_only = q.roundtrip(gscodec.Splats.from_array(geometry, 128, 96), "q7")
+    finished = gscodec.ratecontrol.quantized_finish(fitted, img, "q7")
+    assert psnr(gscodec.render(finished), img) > psnr(gscodec.render(colours_only), img) + 0.02
+
+
 def test_quantized_finish_beats_rounding_the_solved_colours(sample_image):
-    """The finish's grid-aware colour rounding renders closer to the image than
-    the same least-squares colours rounded one by one."""
+    """The finish (grid-aware geometry, then colour rounding) renders closer to
+    the image than plain geometry with least-squares colours rounded one by one."""
     img = sample_image[:96, :128]
     fitted = gscodec.fit(img, 200, iterations=60)
     geometry = q.roundtrip(fitted, "q7").to_array()

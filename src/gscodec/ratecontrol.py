@@ -132,19 +132,34 @@ def _check_target(bpp: float, precision: str | None, width: int, height: int,
 def quantized_finish(splats: Splats, image: np.ndarray, precision: str | q.Precision,
                      threads: int = 0) -> Splats:
     """The splats a file of quantized ``precision`` should hold for
-    ``image``: the geometry as the file stores it, the colours re-solved by
-    least squares (the fit's final colour solve) for that geometry, then
-    rounded to the file's colour grid for the least render error (integer
-    coordinate descent: overlapping splats absorb each other's rounding).
+    ``image``, in three steps, each judged by the render error:
+
+    1. the geometry on the file's grids: from plain rounding, each splat in
+       turn moves a field one grid step where that lowers the error most,
+       with the colours solved for the plainly rounded geometry
+       (``_core.round_geometry``);
+    2. the colours re-solved by least squares for that geometry (the fit's
+       final colour solve);
+    3. the colours rounded to the file's colour grid by integer coordinate
+       descent (``_core.round_colors``: overlapping splats absorb each
+       other's rounding).
+
     Writing the result at ``precision`` reproduces it."""
     p = engine._quantized_precision(precision)
     image = np.asarray(image)
     if image.shape != (splats.height, splats.width, 3) or image.dtype != np.uint8:
         raise ValueError(f"image must be a {splats.height} x {splats.width} x 3 uint8 array (the "
                          f"splats' size), got shape {image.shape} dtype {image.dtype}")
-    geometry = q.roundtrip(splats, p)
-    params = geometry.to_array()
     core, image = engine._core(), np.ascontiguousarray(image)
+    columns = q.quantize(splats, p)
+    grids = columns.grids
+    params = splats.to_array()
+    # The colours solved for the plainly rounded geometry (in a file's splat
+    # order, hence `order`) judge the geometry's moves.
+    params[columns.order, 5:] = core.solve_colors(q.roundtrip(splats, p).to_array(), image,
+                                                  int(threads))
+    params = core.round_geometry(params, image, grids.field_step(0), grids.field_step(2),
+                                 grids.field_step(3), int(threads))
     params[:, 5:] = core.solve_colors(params, image, int(threads))
     step = q.quantize(Splats.from_array(params, splats.width, splats.height), p).grids.field_step(5)
     params[:, 5:] = core.round_colors(params, image, step, int(threads))
