@@ -136,8 +136,7 @@ def quantized_finish(splats: Splats, image: np.ndarray, precision: str | q.Preci
 
     1. the geometry on the file's grids: from plain rounding, each splat in
        turn moves a field one grid step where that lowers the error most,
-       with the colours solved for the plainly rounded geometry
-       (``_core.round_geometry``);
+       judged with the splats' colours (``_core.round_geometry``);
     2. the colours re-solved by least squares for that geometry (the fit's
        final colour solve);
     3. the colours rounded to the file's colour grid by integer coordinate
@@ -151,15 +150,9 @@ def quantized_finish(splats: Splats, image: np.ndarray, precision: str | q.Preci
         raise ValueError(f"image must be a {splats.height} x {splats.width} x 3 uint8 array (the "
                          f"splats' size), got shape {image.shape} dtype {image.dtype}")
     core, image = engine._core(), np.ascontiguousarray(image)
-    columns = q.quantize(splats, p)
-    grids = columns.grids
-    params = splats.to_array()
-    # The colours solved for the plainly rounded geometry (in a file's splat
-    # order, hence `order`) judge the geometry's moves.
-    params[columns.order, 5:] = core.solve_colors(q.roundtrip(splats, p).to_array(), image,
-                                                  int(threads))
-    params = core.round_geometry(params, image, grids.field_step(0), grids.field_step(2),
-                                 grids.field_step(3), int(threads))
+    grids = q.quantize(splats, p).grids
+    params = core.round_geometry(splats.to_array(), image, grids.field_step(0),
+                                 grids.field_step(2), grids.field_step(3), int(threads))
     params[:, 5:] = core.solve_colors(params, image, int(threads))
     step = q.quantize(Splats.from_array(params, splats.width, splats.height), p).grids.field_step(5)
     params[:, 5:] = core.round_colors(params, image, step, int(threads))
