@@ -13,6 +13,7 @@ images with and without a dictionary (CIFAR-10 test), decode time (768x512,
     nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py estimate --limit 500 [--kodak-limit 24]
     nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py predictors --limit 4
     nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py savings --limit 500
+    nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py finished --limit 4 --cifar-limit 100
 
 The script measures whatever `gscodec.format.dumps` writes by default ("new"
 below: v3 today; the same command on an older checkout measures its version).
@@ -45,6 +46,10 @@ splats; CIFAR-10 test at 64).
 savings: per CIFAR-10 q7 file, the bytes each version-3 change saves against
 storing the same quantizer output as v2.0 did (5-byte start, position offsets
 left out, l22's offset relative to l11's, Elias-Fano positions in raw payloads).
+finished: the bits at the v1.0 q7 file's PSNR (against the image) when the
+encoder's quantized finish is counted (Kodak, 3000 splats, and CIFAR-10 test
+at 16): `allocate` as in kodak, the q7 preset after `quantized_finish`, and the
+smallest finished file meeting that PSNR (allocate's target scanned).
 Prints markdown and writes benchmarks/out/bitstream_v2-<which>.json.
 """
 
@@ -64,7 +69,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, kodak_paths  # noqa: E402
 from fit_cache import (  # noqa: E402
-    CIFAR_SPLATS, KODAK224_SPLATS, OUT, cifar_fits, kodak224_fits, kodak_fits,
+    CIFAR_SPLATS, KODAK224_SPLATS, OUT, cifar_fits, cifar_paths, kodak224_fits, kodak_fits,
 )
 
 import gscodec  # noqa: E402
@@ -373,13 +378,88 @@ def speed() -> dict:
     return result
 
 
+def _finish_at(splats: gscodec.Splats, image: np.ndarray, goal: float, ceiling: float,
+               step: float = 0.5, span: float = 12.0) -> tuple[int, float, str]:
+    """The smallest finished file found whose PSNR against ``image`` is at
+    least ``goal``: `allocate` at targets (PSNR against the unquantized
+    render) from ``ceiling`` down by ``step`` over ``span`` dB, each spec's
+    splats finished (`quantized_finish`) for ``image``. (A scan, not a
+    bisection: how much the finish recovers varies with the spec, so the
+    finished PSNR is not monotone in the target.) Returns (bytes, PSNR,
+    spec); the file at ``ceiling`` when none meets the goal."""
+    def trial(target: float) -> tuple[int, float, str]:
+        spec = q.allocate(splats, target)
+        data = fmt.dumps(gscodec.ratecontrol.quantized_finish(splats, image, spec), precision=spec)
+        return len(data), psnr(gscodec.render(fmt.loads(data)), image), spec
+
+    found = [trial(ceiling - step * k) for k in range(int(span / step) + 1)]
+    passing = [f for f in found if f[1] >= goal]
+    return min(passing) if passing else found[0]
+
+
+def finished(limit: int, cifar_limit: int) -> dict:
+    """Bits at the v1.0 q7 file's PSNR (against the image) when the encoder's
+    quantized finish is counted: `allocate` as in ``kodak``, the q7 preset
+    finished, and the smallest finished file at that PSNR (`_finish_at`)."""
+    sets = [(name, splats, np.asarray(Image.open(path).convert("RGB")))
+            for (name, splats), path in zip(kodak_fits(limit), kodak_paths(limit))]
+    sets += [(f"cifar-{path.parent.name}{path.stem}", splats,
+              np.asarray(Image.open(path).convert("RGB")))
+             for splats, path in zip(cifar_fits(cifar_limit, CIFAR_SPLATS[0]),
+                                     cifar_paths(cifar_limit))]
+    rows = []
+    for name, splats, image in sets:
+        unquantized = gscodec.render(splats)
+        v1 = gscodec.render(fmt.loads(fmt.dumps(splats, precision="q7", version=V1)))
+        goal, ceiling = psnr(v1, image), psnr(v1, unquantized)
+        plain = fmt.dumps(splats, precision=q.allocate(splats, ceiling))
+        q7 = fmt.dumps(gscodec.ratecontrol.quantized_finish(splats, image, "q7"), precision="q7")
+        size, quality, spec = _finish_at(splats, image, goal, ceiling)
+        row = {"image": name, "splats": len(splats), "goal_psnr": goal,
+               "v1_q7": len(fmt.dumps(splats, precision="q7", version=V1)),
+               "allocate": (len(plain), psnr(gscodec.render(fmt.loads(plain)), image)),
+               "q7_finished": (len(q7), psnr(gscodec.render(fmt.loads(q7)), image)),
+               "finish_at_goal": (size, quality, spec)}
+        rows.append(row)
+        if not name.startswith("cifar"):
+            print(name, {k: v for k, v in row.items() if k != "image"}, flush=True)
+    return {"rows": rows}
+
+
+def finished_table(result: dict) -> str:
+    lines = ["Mean over each set; bits per splat (whole file) for Kodak, bytes per file for "
+             "CIFAR-10; PSNR against the image. The goal is the v1.0 q7 file's PSNR:", "",
+             "| set | images | goal PSNR | v1.0 q7 | `allocate` at v1.0 q7's distortion | PSNR | "
+             "q7 finished | PSNR | smallest finished file at the goal | PSNR |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for label, rows in (("Kodak, 3000 splats", [r for r in result["rows"]
+                                                 if not r["image"].startswith("cifar")]),
+                        ("CIFAR-10, 16 splats", [r for r in result["rows"]
+                                                  if r["image"].startswith("cifar")])):
+        if not rows:
+            continue
+        unit = (lambda b, r: 8 * b / r["splats"]) if label.startswith("Kodak") else (lambda b, r: b)
+
+        def mean(key, i=None):
+            return np.mean([unit(r[key] if i is None else r[key][i], r) for r in rows])
+
+        def quality(key):
+            return np.mean([r[key][1] for r in rows])
+        lines.append(f"| {label} | {len(rows)} | {np.mean([r['goal_psnr'] for r in rows]):.2f} | "
+                     f"{mean('v1_q7'):.1f} | {mean('allocate', 0):.1f} | {quality('allocate'):.2f} | "
+                     f"{mean('q7_finished', 0):.1f} | {quality('q7_finished'):.2f} | "
+                     f"{mean('finish_at_goal', 0):.1f} | {quality('finish_at_goal'):.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("which", choices=["kodak", "cifar", "speed", "dictionary", "estimate",
-                                      "predictors", "savings"])
+                                      "predictors", "savings", "finished"])
     ap.add_argument("--limit", type=int, default=24,
                     help="images (predictors: Kodak images; CIFAR-10 uses 500)")
     ap.add_argument("--kodak-limit", type=int, default=24, help="Kodak images for estimate")
+    ap.add_argument("--cifar-limit", type=int, default=100, help="CIFAR-10 images for finished")
     args = ap.parse_args()
     command = " ".join(["benchmarks/bitstream_v2.py", *sys.argv[1:]])
     if args.which == "kodak":
@@ -397,6 +477,9 @@ def main() -> None:
     elif args.which == "predictors":
         result = predictors(args.limit)
         table = predictors_table(result)
+    elif args.which == "finished":
+        result = finished(args.limit, args.cifar_limit)
+        table = finished_table(result)
     elif args.which == "cifar":
         result = cifar(args.limit)
         table = cifar_table(result)

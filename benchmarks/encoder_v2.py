@@ -27,6 +27,10 @@
   rounds, 5% respawn; today's default; ``--sweep`` entries) on Kodak-224 at
   each ``--iterations`` count, CIFAR-10 test (``--cifar`` images, 16 and 64
   splats) and full Kodak through rate control at each ``--bpp``.
+- ``rounding``: full Kodak through rate control (`encode_to_rate`) at each
+  ``--iterations`` and ``--bpp``, with the finish's geometry rounding and
+  without it (the finish before it): PSNR, bpp and seconds per image -- what
+  the rounding buys per second against more iterations.
 - ``iterations``: more iterations must never hurt: v2 fit PSNR and the PSNR
   of its q7 file after each ``--iterations`` count on the sample image
   (examples/kodim23-224.png) and the first ``--images`` Kodak-224 images at
@@ -39,6 +43,7 @@
     nice -n 10 python benchmarks/encoder_v2.py speed --images 4 --iterations 200
     nice -n 10 python benchmarks/encoder_v2.py densify --images 4 --bpp 0.25 0.5 1.0 \
         --iterations 50 100 200 500 --sweep densify_fraction=0.7 ...
+    nice -n 10 python benchmarks/encoder_v2.py rounding --images 4 --bpp 0.5 --iterations 160 180 200
     nice -n 10 python benchmarks/encoder_v2.py iterations --images 2 --splats 1600 \
         --iterations 100 200 500 1000 2000
 """
@@ -338,10 +343,37 @@ def densify(args) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
+def rounding(args) -> None:
+    """Rate control (`encode_to_rate`, default settings but the iteration
+    count) with the finish's geometry rounding and without it (plain geometry,
+    colours solved and grid-rounded: the finish before it), per iteration
+    count: mean PSNR, bpp and seconds per image."""
+    from unittest import mock
+
+    print("| iterations | geometry rounding | PSNR | bpp | s / image |")
+    print("|---:|---|---:|---:|---:|")
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in kodak_paths(args.images)]
+    for iters in args.iterations:
+        for name in ("yes", "no"):
+            plain = mock.patch.object(ratecontrol, "quantized_finish",
+                                      lambda s, im, p, threads=0: _plain_geometry_finish(s, im, p, True))
+            rows = []
+            with plain if name == "no" else contextlib.nullcontext():
+                for img in images:
+                    for bpp in args.bpp:
+                        t0 = time.perf_counter()
+                        data = ratecontrol.encode_to_rate(img, bpp, iterations=iters)
+                        rows.append((psnr(gscodec.render(fmt.loads(data)), img),
+                                     len(data) * 8 / (img.shape[0] * img.shape[1]),
+                                     time.perf_counter() - t0))
+            p_, b_, s_ = np.mean(rows, axis=0)
+            print(f"| {iters} | {name} | {p_:.3f} | {b_:.3f} | {s_:.2f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["convergence", "ablation", "encode", "finish", "speed",
-                                     "iterations", "densify"])
+                                     "iterations", "densify", "rounding"])
     ap.add_argument("--images", type=int, default=None, help="first N Kodak images (default all 24)")
     ap.add_argument("--splats", type=int, default=None,
                     help="default 400 (speed: 4200)")
@@ -360,9 +392,9 @@ def main() -> None:
     print(header("python benchmarks/encoder_v2.py " + " ".join(sys.argv[1:])))
     if args.what != "speed":
         args.splats = args.splats or 400
-    if args.what in ("encode", "speed", "iterations", "densify"):
+    if args.what in ("encode", "speed", "iterations", "densify", "rounding"):
         {"encode": encode, "speed": speed, "iterations": iterations,
-         "densify": densify}[args.what](args)
+         "densify": densify, "rounding": rounding}[args.what](args)
         return
     images = [kodak224(p) for p in kodak_paths(args.images)]
     {"convergence": convergence, "ablation": ablation, "finish": finish}[args.what](args, images)

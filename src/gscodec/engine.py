@@ -328,9 +328,9 @@ def fit(
       side under 256 pixels are always fitted at full size.
     - ``quantize_for``: a quantized precision (``"q7"``, ...; see
       `gscodec.quantize`): the splats are returned as a (version 3) file of
-      that precision holds them: the fitted geometry quantized, the colours
-      re-solved by least squares for that geometry, then rounded to the
-      file's colour grid for the least render error (see
+      that precision holds them: the fitted geometry put on the file's grids
+      for the least render error, the colours re-solved by least squares for
+      that geometry, then rounded to the file's colour grid likewise (see
       `gscodec.ratecontrol.quantized_finish`), so the file reproduces the
       returned splats and ``psnr`` is what a decoder gets. Before that,
       ``qat_iterations`` more steps (default `DEFAULT_QAT_ITERATIONS`) are

@@ -274,8 +274,8 @@ def encode(image: Any, *, n_splats: int | None = None, bpp: float | None = None,
     or a ``"q:..."`` spec; default ``"q7"`` (with ``bpp=``, a finer one when the
     target needs more splats than the image has pixels). ``iterations`` and
     ``device`` go to `gscodec.fit`. At a quantized precision the file holds the
-    fit's quantized finish (`gscodec.ratecontrol.quantized_finish`: colours re-solved
-    for the quantized geometry).
+    fit's quantized finish (`gscodec.ratecontrol.quantized_finish`: the geometry
+    and then the colours rounded to the file's grids for the least render error).
     """
     pixels = load_image(image)
     height, width = pixels.shape[:2]
