@@ -286,6 +286,30 @@ py::array round_geometry(const CArray<float>& params, const CArray<uint8_t>& ima
   return out;
 }
 
+// Test hook: gs::cpu::detail::field_slopes of every splat against the
+// residual of the splats' own render; returns (slope, curvature), each (N, 5).
+py::tuple geometry_slopes(const CArray<float>& params, const CArray<uint8_t>& image,
+                          double position_step, double log_size_step, double shear_step) {
+  const float* rows = splat_rows(params, "params");
+  const std::vector<float> target = planar_unit_image(image);
+  const int height = static_cast<int>(image.shape(0)), width = static_cast<int>(image.shape(1));
+  const size_t n = params.shape(0);
+  std::vector<float> residual(target);
+  std::vector<gs::PixelSplat<float>> splats(n);
+  for (size_t i = 0; i < n; ++i) {
+    splats[i] = gs::to_pixel_splat(rows + i * gs::kParamsPerSplat, float(width), float(height));
+    gs::cpu::detail::add_to_residual(splats[i], -1.0f, residual, width, height);
+  }
+  const py::ssize_t fields = gs::cpu::kGeometryFields;
+  CArray<double> slope({static_cast<py::ssize_t>(n), fields}), curvature({static_cast<py::ssize_t>(n), fields});
+  for (size_t i = 0; i < n; ++i)
+    gs::cpu::detail::field_slopes(splats[i], residual, width, height,
+                                  {position_step, log_size_step, shear_step},
+                                  slope.mutable_data() + i * fields,
+                                  curvature.mutable_data() + i * fields);
+  return py::make_tuple(slope, curvature);
+}
+
 py::tuple l2_loss_and_grad_f64(const CArray<double>& render, const CArray<double>& target) {
   if (render.size() != target.size()) throw std::invalid_argument("render and target differ in size");
   CArray<double> grad(std::vector<py::ssize_t>(render.shape(), render.shape() + render.ndim()));
@@ -371,6 +395,7 @@ PYBIND11_MODULE(_core, m) {
         "error against an H x W x 3 uint8 image (greedy local search; the colours judge and "
         "stay). The result does not depend on threads.");
   m.def("_render_px_f64", &render_px_f64);
+  m.def("_geometry_slopes", &geometry_slopes);
   m.def("_render_backward_px_f64", &render_backward_px_f64);
   m.def("_l2_loss_and_grad_f64", &l2_loss_and_grad_f64);
   m.def("_solve_colors_px_f64", &solve_colors_px_f64);

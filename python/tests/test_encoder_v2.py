@@ -312,6 +312,45 @@ def test_round_geometry_puts_splats_on_the_grid_below_plain_rounding(seed):
         _core.round_geometry(normalized, image, 0.25, 0.0, 0.02, 1)
 
 
+def test_geometry_slopes_match_finite_differences():
+    """The geometry rounding's local model (slope and Gauss-Newton curvature of
+    the L2 error per grid step of x, y, log a, b, log c) matches central
+    finite differences of the float64 reference render."""
+    rng = np.random.default_rng(5)
+    width, height, n = 16, 12, 6
+    steps = (0.25, 0.1, 0.02)
+    scale = np.array([width, height, width, height, height, 1, 1, 1])
+    normalized = (_random_pixel_params(rng, width, height, n) / scale).astype(np.float32)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    slope, curvature = _core._geometry_slopes(normalized, image, *steps)
+    target = image.reshape(-1, 3) / 255.0
+    base = normalized.astype(np.float64)
+
+    def moved(i, f, d):  # splat i with field f moved by d grid steps, pixel units
+        p = base.copy()
+        if f < 2:
+            p[i, f] += d * steps[0] / (width, height)[f]
+        elif f == 3:
+            p[i, 3] += d * steps[2]
+        else:
+            p[i, f] *= np.exp(d * steps[1])
+        return p * scale
+
+    def error(p):
+        return np.sum((_unit_renders(p, width, height) @ p[:, 5:] - target) ** 2)
+
+    eps = 1e-3
+    for i in range(n):
+        for f in range(5):
+            up, down = moved(i, f, eps), moved(i, f, -eps)
+            np.testing.assert_allclose(slope[i, f], (error(up) - error(down)) / (2 * eps),
+                                       rtol=2e-2, atol=1e-4)
+            dw = (_unit_renders(up, width, height)[:, i]
+                  - _unit_renders(down, width, height)[:, i]) / (2 * eps)
+            np.testing.assert_allclose(curvature[i, f], np.sum(base[i, 5:] ** 2) * dw @ dw,
+                                       rtol=2e-2, atol=1e-4)
+
+
 def test_quantized_finish_beats_plain_geometry_with_rounded_colours(sample_image):
     """The finish's grid-aware geometry rounding renders closer to the image
     than plain geometry with the colours solved and rounded the same way."""
