@@ -47,7 +47,8 @@ ASAN_PY := $(ASAN_VENV)/bin/python
 ASAN_ENV := LD_PRELOAD="$(shell gcc -print-file-name=libasan.so) $(shell gcc -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 ASAN_TESTS := $(addprefix python/tests/,test_render.py test_fit.py test_format.py \
-	test_gradients.py test_bad_input.py test_format_fuzz.py test_fuzz_harnesses.py)
+	test_gradients.py test_bad_input.py test_format_fuzz.py test_fuzz_harnesses.py \
+	test_encoder_v2.py)
 
 $(ASAN_VENV)/.installed: $(SOURCES)
 	python3 -m venv $(ASAN_VENV)

@@ -514,6 +514,11 @@ class GridColumns:
     order: np.ndarray | None = None
 
 
+#: How close to a grid point (in steps) a value must be to count as on it:
+#: far above float32 rounding, far below a step.
+_ON_GRID = 1e-3
+
+
 def _fits(v: np.ndarray) -> bool:
     return v.size == 0 or (int(v.max()) - int(v.min()) < (1 << MAX_BITS_V2)
                            and int(np.abs(v).max()) < MAX_OFFSET)
@@ -549,7 +554,9 @@ def quantize(splats: Splats, precision: str | Precision) -> GridColumns:
     """Quantize ``splats`` for a v3 file of a quantized ``precision``.
 
     Each step group gets the step table entry nearest its requested step (see
-    `_requested_step`), coarsened until every field spans at most 15 bits.
+    `_requested_step`), or the entry next to it whose grid the values already
+    lie on (`_on_neighbouring_grid`: round trips are idempotent), coarsened
+    until every field spans at most 15 bits.
     Colours are predicted from each other where that gives fewer bits
     (order-0 entropy of the codes). Positions keep offset 0 (nothing in the
     header) unless one is negative or an offset narrows a code.
@@ -567,7 +574,7 @@ def quantize(splats: Splats, precision: str | Precision) -> GridColumns:
     steps = []
     for group in STEP_GROUPS:
         t = arr[:, group].T
-        code = _step_code(_requested_step(p, group, t))
+        code = _on_neighbouring_grid(t, _step_code(_requested_step(p, group, t)))
         while True:
             v = np.rint(t / step_value(code)).astype(np.int64)
             if _fits(v) or code == 255:
@@ -597,6 +604,19 @@ def quantize(splats: Splats, precision: str | Precision) -> GridColumns:
     grids = Grids(widths, tuple(steps), predictors, offsets)
     return GridColumns(grids, np.diff(morton, prepend=np.uint64(0)),
                        tuple(c[order] for c in codes[2:]), order)
+
+
+def _on_neighbouring_grid(t: np.ndarray, code: int) -> int:
+    """``code``, or the step byte next to it when every value already lies on
+    that grid: a round trip's output keeps its grids. (Rounding moves the spans
+    the steps are requested from, and a span near a boundary between two steps
+    would otherwise switch grids on every round trip.)"""
+    for near in (code, code - 1, code + 1):
+        if 0 <= near <= 255 and t.size:
+            k = t / step_value(near)
+            if np.all(np.abs(k - np.rint(k)) < _ON_GRID):
+                return near
+    return code
 
 
 def _valid_sizes(v: np.ndarray, step: float) -> np.ndarray:
