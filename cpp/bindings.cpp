@@ -294,17 +294,13 @@ py::tuple geometry_slopes(const CArray<float>& params, const CArray<uint8_t>& im
   const std::vector<float> target = planar_unit_image(image);
   const int height = static_cast<int>(image.shape(0)), width = static_cast<int>(image.shape(1));
   const size_t n = params.shape(0);
-  std::vector<float> residual(target);
-  std::vector<gs::PixelSplat<float>> splats(n);
-  for (size_t i = 0; i < n; ++i) {
-    splats[i] = gs::to_pixel_splat(rows + i * gs::kParamsPerSplat, float(width), float(height));
-    gs::cpu::detail::add_to_residual(splats[i], -1.0f, residual, width, height);
-  }
+  std::vector<float> copy(rows, rows + n * gs::kParamsPerSplat);
+  const gs::cpu::GeometrySearch search(copy.data(), n, target.data(), width, height,
+                                       {position_step, log_size_step, shear_step});
   const py::ssize_t fields = gs::cpu::kGeometryFields;
   CArray<double> slope({static_cast<py::ssize_t>(n), fields}), curvature({static_cast<py::ssize_t>(n), fields});
   for (size_t i = 0; i < n; ++i)
-    gs::cpu::detail::field_slopes(splats[i], residual, width, height,
-                                  {position_step, log_size_step, shear_step},
+    gs::cpu::detail::field_slopes(search.splats[i], search.residual, width, height, search.grid,
                                   slope.mutable_data() + i * fields,
                                   curvature.mutable_data() + i * fields);
   return py::make_tuple(slope, curvature);
