@@ -14,6 +14,8 @@ images with and without a dictionary (CIFAR-10 test), decode time (768x512,
     nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py predictors --limit 4
     nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py savings --limit 500
     nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py finished --limit 4 --cifar-limit 100
+    .venv/bin/python benchmarks/bitstream_v2.py finished --limit 24 --cifar-limit 100 --search 3x8
+    nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py zstd --limit 4 --cifar-limit 20
 
 The script measures whatever `gscodec.format.dumps` writes by default ("new"
 below: v3 today; the same command on an older checkout measures its version).
@@ -48,8 +50,14 @@ storing the same quantizer output as v2.0 did (5-byte start, position offsets
 left out, l22's offset relative to l11's, Elias-Fano positions in raw payloads).
 finished: the bits at the v1.0 q7 file's PSNR (against the image) when the
 encoder's quantized finish is counted (Kodak, 3000 splats, and CIFAR-10 test
-at 16): `allocate` as in kodak, the q7 preset after `quantized_finish`, and the
-smallest finished file meeting that PSNR (allocate's target scanned).
+at 16): `allocate` as in kodak, the q7 preset after `quantized_finish` (with
+``--search`` rounds and sweeps), and the smallest finished file meeting that
+PSNR (allocate's target scanned down until three targets in a row miss it).
+zstd: payload bytes of the writer's zstd frame against one made with zstd's
+defaults at the same level (shortest match 3, the writer before
+`format.ZSTD_MIN_MATCH`), summed per set and preset (Kodak at 3000 splats,
+Kodak-224 at 400, CIFAR-10 test at 64), plus the finished Kodak files of the
+last `finished` run.
 Prints markdown and writes benchmarks/out/bitstream_v2-<which>.json.
 """
 
@@ -64,6 +72,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import zstandard
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -379,25 +388,38 @@ def speed() -> dict:
 
 
 def _finish_at(splats: gscodec.Splats, image: np.ndarray, goal: float, ceiling: float,
-               step: float = 0.5, span: float = 12.0) -> tuple[int, float, str]:
+               search: tuple[int, int], step: float = 0.5, span: float = 12.0,
+               misses: int = 3) -> tuple[int, float, str]:
     """The smallest finished file found whose PSNR against ``image`` is at
     least ``goal``: `allocate` at targets (PSNR against the unquantized
     render) from ``ceiling`` down by ``step`` over ``span`` dB, each spec's
-    splats finished (`quantized_finish`) for ``image``. (A scan, not a
-    bisection: how much the finish recovers varies with the spec, so the
-    finished PSNR is not monotone in the target.) Returns (bytes, PSNR,
-    spec); the file at ``ceiling`` when none meets the goal."""
+    splats finished (`quantized_finish` with ``search`` = (rounds, sweeps))
+    for ``image``, until ``misses`` targets in a row after the last pass
+    miss the goal. (A scan, not a bisection: how much the finish recovers
+    varies with the spec, so the finished PSNR is not monotone in the
+    target.) Returns (bytes, PSNR, spec); the file at ``ceiling`` when none
+    meets the goal."""
+    rounds, sweeps = search
+
     def trial(target: float) -> tuple[int, float, str]:
         spec = q.allocate(splats, target)
-        data = fmt.dumps(gscodec.ratecontrol.quantized_finish(splats, image, spec), precision=spec)
+        finished = gscodec.ratecontrol.quantized_finish(splats, image, spec, rounds=rounds,
+                                                        sweeps=sweeps)
+        data = fmt.dumps(finished, precision=spec)
         return len(data), psnr(gscodec.render(fmt.loads(data)), image), spec
 
-    found = [trial(ceiling - step * k) for k in range(int(span / step) + 1)]
+    found, missed = [], 0
+    for k in range(int(span / step) + 1):
+        found.append(trial(ceiling - step * k))
+        passed = found[-1][1] >= goal
+        missed = 0 if passed else missed + 1
+        if missed >= misses and any(f[1] >= goal for f in found):
+            break
     passing = [f for f in found if f[1] >= goal]
     return min(passing) if passing else found[0]
 
 
-def finished(limit: int, cifar_limit: int) -> dict:
+def finished(limit: int, cifar_limit: int, search: tuple[int, int]) -> dict:
     """Bits at the v1.0 q7 file's PSNR (against the image) when the encoder's
     quantized finish is counted: `allocate` as in ``kodak``, the q7 preset
     finished, and the smallest finished file at that PSNR (`_finish_at`)."""
@@ -413,8 +435,9 @@ def finished(limit: int, cifar_limit: int) -> dict:
         v1 = gscodec.render(fmt.loads(fmt.dumps(splats, precision="q7", version=V1)))
         goal, ceiling = psnr(v1, image), psnr(v1, unquantized)
         plain = fmt.dumps(splats, precision=q.allocate(splats, ceiling))
-        q7 = fmt.dumps(gscodec.ratecontrol.quantized_finish(splats, image, "q7"), precision="q7")
-        size, quality, spec = _finish_at(splats, image, goal, ceiling)
+        q7 = fmt.dumps(gscodec.ratecontrol.quantized_finish(
+            splats, image, "q7", rounds=search[0], sweeps=search[1]), precision="q7")
+        size, quality, spec = _finish_at(splats, image, goal, ceiling, search)
         row = {"image": name, "splats": len(splats), "goal_psnr": goal,
                "v1_q7": len(fmt.dumps(splats, precision="q7", version=V1)),
                "allocate": (len(plain), psnr(gscodec.render(fmt.loads(plain)), image)),
@@ -423,12 +446,14 @@ def finished(limit: int, cifar_limit: int) -> dict:
         rows.append(row)
         if not name.startswith("cifar"):
             print(name, {k: v for k, v in row.items() if k != "image"}, flush=True)
-    return {"rows": rows}
+    return {"rows": rows, "search": list(search)}
 
 
 def finished_table(result: dict) -> str:
-    lines = ["Mean over each set; bits per splat (whole file) for Kodak, bytes per file for "
-             "CIFAR-10; PSNR against the image. The goal is the v1.0 q7 file's PSNR:", "",
+    search = "x".join(str(v) for v in result.get("search", (1, 2)))
+    lines = [f"Finish search {search} (rounds x sweeps). Mean over each set; bits per splat "
+             "(whole file) for Kodak, bytes per file for CIFAR-10; PSNR against the image. "
+             "The goal is the v1.0 q7 file's PSNR:", "",
              "| set | images | goal PSNR | v1.0 q7 | `allocate` at v1.0 q7's distortion | PSNR | "
              "q7 finished | PSNR | smallest finished file at the goal | PSNR |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -452,14 +477,80 @@ def finished_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _defaults_frame(planes: list[bytes]) -> bytes:
+    """The writer's frame before `format.ZSTD_MIN_MATCH`: zstd's defaults at
+    the writer's level (a block per plane; one block tried below 64 KiB)."""
+    zc = zstandard.ZstdCompressor(level=fmt.ZSTD_LEVEL, write_content_size=True,
+                                  write_checksum=False, write_dict_id=False)
+    zobj = zc.compressobj(size=sum(map(len, planes)))
+    frame = b"".join(zobj.compress(p) + zobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+                     for p in planes) + zobj.flush()
+    if sum(map(len, planes)) <= 1 << 16:
+        frame = min(frame, zc.compress(b"".join(planes)), key=len)
+    return frame
+
+
+def _planes(splats: gscodec.Splats, precision: str) -> list[bytes]:
+    p = q.parse_precision(precision)
+    if p.mode == q.MODE_QUANT:
+        return fmt._quantized_layouts(q.quantize(splats, p))[0]
+    cols = q.prepare(splats, p)
+    return [plane for a, w in zip(cols.arrays, cols.widths) for plane in fmt._byte_planes(a, w)]
+
+
+def zstd_frames(limit: int, cifar_limit: int) -> dict:
+    """Payload bytes, zstd's defaults vs the writer, per set and precision."""
+    sets = {"Kodak, 3000 splats": [s for _, s in kodak_fits(limit)],
+            "Kodak-224, 400 splats": kodak224_fits(limit),
+            "CIFAR-10, 64 splats": cifar_fits(cifar_limit, CIFAR_SPLATS[-1])}
+    cases = [(name, precision, splats) for name, fits in sets.items()
+             for precision in PRESETS + ("fp16", "fp32") for splats in [fits]]
+    finished_json = OUT.parent / "bitstream_v2-finished.json"
+    if finished_json.exists():  # the smallest finished Kodak files at q7's distortion
+        rows = [r for r in json.loads(finished_json.read_text())["rows"]
+                if not r["image"].startswith("cifar")][:limit]
+        images = [np.asarray(Image.open(p).convert("RGB")) for p in kodak_paths(len(rows))]
+        spec_fits = [(r["finish_at_goal"][2], s, im) for r, (_, s), im
+                     in zip(rows, kodak_fits(len(rows)), images)]
+        cases.append(("Kodak, 3000 splats, finished at q7's distortion", "finished",
+                      [(spec, gscodec.ratecontrol.quantized_finish(s, im, spec))
+                       for spec, s, im in spec_fits]))
+    rows = []
+    for name, precision, fits in cases:
+        pairs = fits if precision == "finished" else [(precision, s) for s in fits]
+        defaults = writer = 0
+        for spec, splats in pairs:
+            planes = _planes(splats, spec)
+            defaults += len(_defaults_frame(planes))
+            writer += len(fmt._compress(planes))
+        rows.append({"set": name, "precision": precision, "files": len(pairs),
+                     "splats": sum(len(s) for _, s in pairs), "defaults": defaults,
+                     "writer": writer})
+        print(rows[-1], flush=True)
+    return {"rows": rows}
+
+
+def zstd_table(result: dict) -> str:
+    lines = ["| set | precision | files | zstd defaults: bits / splat | writer | change |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['set']} | {r['precision']} | {r['files']} | "
+                     f"{8 * r['defaults'] / r['splats']:.2f} | {8 * r['writer'] / r['splats']:.2f} | "
+                     f"{r['writer'] / r['defaults'] - 1:+.1%} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("which", choices=["kodak", "cifar", "speed", "dictionary", "estimate",
-                                      "predictors", "savings", "finished"])
+                                      "predictors", "savings", "finished", "zstd"])
     ap.add_argument("--limit", type=int, default=24,
                     help="images (predictors: Kodak images; CIFAR-10 uses 500)")
     ap.add_argument("--kodak-limit", type=int, default=24, help="Kodak images for estimate")
-    ap.add_argument("--cifar-limit", type=int, default=100, help="CIFAR-10 images for finished")
+    ap.add_argument("--cifar-limit", type=int, default=100, help="CIFAR-10 images (finished, zstd)")
+    ap.add_argument("--search", default="1x2",
+                    help="finished: the finish's ROUNDSxSWEEPS (1x2: rate control's; 3x8: "
+                         "fit(quantize_for=)'s)")
     args = ap.parse_args()
     command = " ".join(["benchmarks/bitstream_v2.py", *sys.argv[1:]])
     if args.which == "kodak":
@@ -478,8 +569,12 @@ def main() -> None:
         result = predictors(args.limit)
         table = predictors_table(result)
     elif args.which == "finished":
-        result = finished(args.limit, args.cifar_limit)
+        result = finished(args.limit, args.cifar_limit,
+                          tuple(int(v) for v in args.search.split("x")))
         table = finished_table(result)
+    elif args.which == "zstd":
+        result = zstd_frames(args.limit, args.cifar_limit)
+        table = zstd_table(result)
     elif args.which == "cifar":
         result = cifar(args.limit)
         table = cifar_table(result)

@@ -16,7 +16,10 @@
   rounded one by one or grid-rounded) and of the file of its quantized finish
   (`gscodec.ratecontrol.quantized_finish`, what ``fit(quantize_for=...)`` and
   `gscodec.encode` return), with the finish's seconds per image. ``--groups``: the q7 loss per field group; ``--qat K``:
-  the finish after K straight-through steps (``fit(qat_iterations=K)``).
+  the finish after K straight-through steps (``fit(qat_iterations=K)``);
+  ``--searches RxS ...``: the finish with R rounds of S sweeps each (rate
+  control's is 1x2, ``fit(quantize_for=)``'s `engine.FINISH_ROUNDS` x
+  `engine.FINISH_SWEEPS`): loss against the fit and seconds per image.
 
 - ``speed``: full Kodak 768x512 at ``--splats`` (default 4200, about what
   rate control picks for 0.5 bpp at q7), the v2 default against the same fit
@@ -40,6 +43,7 @@
     nice -n 10 python benchmarks/encoder_v2.py ablation --iterations 100
     nice -n 10 python benchmarks/encoder_v2.py encode --images 2 --bpp 0.5
     nice -n 10 python benchmarks/encoder_v2.py finish --images 8 --iterations 200 --groups --qat 20
+    python benchmarks/encoder_v2.py finish --images 8 --iterations 200 --searches 1x2 1x8 2x8 3x8
     nice -n 10 python benchmarks/encoder_v2.py speed --images 4 --iterations 200
     nice -n 10 python benchmarks/encoder_v2.py densify --images 4 --bpp 0.25 0.5 1.0 \
         --iterations 50 100 200 500 --sweep densify_fraction=0.7 ...
@@ -145,6 +149,8 @@ def finish(args, images) -> None:
         done = np.mean([psnr(gscodec.render(f), im) for f, im in zip(finished, images)])
         print(f"| {precision} | {after:.3f} | {plain[0]:.3f} | {plain[1]:.3f} | {done:.3f} | "
               f"{done - after:+.3f} | {fit_psnr - done:.3f} | {finish_sec:.3f} |", flush=True)
+    if args.searches:
+        finish_searches(splats, images, fit_psnr, args.precisions, args.searches)
     if args.groups:
         finish_groups(splats, images, fit_psnr)
     for k in args.qat:  # straight-through steps warm-started from the fit, then the finish
@@ -156,6 +162,24 @@ def finish(args, images) -> None:
             done = np.mean([psnr(gscodec.render(f), im) for f, im in zip(finished, images)])
             print(f"| {precision}, {k} straight-through steps first | | | | {done:.3f} | | "
                   f"{fit_psnr - done:.3f} | {finish_sec:.3f} |", flush=True)
+
+
+def finish_searches(splats, images, fit_psnr, precisions, searches) -> None:
+    """The finish's loss against the fit and its seconds per image for each
+    search: R rounds of geometry rounding and colour solve, S sweeps each."""
+    print("\n| precision | rounds x sweeps | finish PSNR | loss vs fit | finish s / image |")
+    print("|---|---|---:|---:|---:|")
+    for precision in precisions:
+        for search in searches:
+            rounds, sweeps = (int(v) for v in search.split("x"))
+            t0 = time.perf_counter()
+            finished = [gscodec.ratecontrol.quantized_finish(s, im, precision, rounds=rounds,
+                                                             sweeps=sweeps)
+                        for s, im in zip(splats, images)]
+            seconds = (time.perf_counter() - t0) / len(images)
+            done = np.mean([psnr(gscodec.render(f), im) for f, im in zip(finished, images)])
+            print(f"| {precision} | {search} | {done:.3f} | {fit_psnr - done:.3f} | "
+                  f"{seconds:.3f} |", flush=True)
 
 
 def finish_groups(splats, images, fit_psnr) -> None:
@@ -384,6 +408,8 @@ def main() -> None:
                     help="finish: the q7 loss per field group")
     ap.add_argument("--qat", type=int, nargs="*", default=[],
                     help="finish: also with this many straight-through steps first")
+    ap.add_argument("--searches", nargs="*", default=[],
+                    help="finish: also each search ROUNDSxSWEEPS (e.g. 1x2 3x8)")
     ap.add_argument("--cifar", type=int, default=200,
                     help="densify: CIFAR-10 test images (the same number per class)")
     ap.add_argument("--sweep", nargs="*", default=[],

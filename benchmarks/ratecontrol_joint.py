@@ -1,21 +1,27 @@
-"""Rate control: one fit (this checkout) against main's refits, in one run.
+"""Rate control: this checkout's against an earlier commit's, in one run.
 
 For each image and target bpp, ``gscodec.encode(..., bpp=)`` with no
 precision given (count and precision chosen together) by this checkout's
-`gscodec.ratecontrol` ("new": one fit a little over the count, precision
-reallocated, weakest splats trimmed, then the finish) and by main's
-(``git show main:src/gscodec/ratecontrol.py``, run on this build, whose fit
-from scratch is main's: "main": refits after reallocating, up to 3 fits).
+`gscodec.ratecontrol` ("new") and by the rate control of ``--main`` (a git
+ref; ``git show REF:src/gscodec/ratecontrol.py``, run on this build with
+this build's fit and finish: "main").
 Reports bpp, PSNR of the decoded file against the image, splats, fits from
 scratch and seconds. ``--kodak224`` uses the 224 x 224 crops instead of the
-full 768 x 512 images.
+full 768 x 512 images. ``--variants F,K,A ...`` adds this checkout's rate
+control with other constants: the finish margin `_FINISH_MARGIN_DB` F, the
+fit margin `_FIT_MARGIN_DB` K and the extra aim `_REALLOCATED_AIM` A.
 
     nice -n 10 .venv/bin/python benchmarks/ratecontrol_joint.py --images 4
+    .venv/bin/python benchmarks/ratecontrol_joint.py --main fa6ae57 --images 4 \
+        --targets 0.125 0.25 0.5 1.0
+    .venv/bin/python benchmarks/ratecontrol_joint.py --modes new --images 4 --targets 0.5 \
+        --variants 0,-99,1 2,2,1.1 5,2,1.2
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import subprocess
@@ -55,7 +61,24 @@ def main_ratecontrol(ref: str):
             return getattr(engine, name)
 
     module.engine = Engine()
+    if hasattr(module, "quantized_finish"):  # the same finish for both (this build's)
+        module.quantized_finish = ratecontrol.quantized_finish
     return module
+
+
+@contextlib.contextmanager
+def _constants(values: list[float] | None):
+    """This checkout's rate control with other margins and aim (None: as is)."""
+    names = ("_FINISH_MARGIN_DB", "_FIT_MARGIN_DB", "_REALLOCATED_AIM")
+    saved = [getattr(ratecontrol, n) for n in names]
+    try:
+        if values is not None:
+            for n, v in zip(names, values):
+                setattr(ratecontrol, n, v)
+        yield
+    finally:
+        for n, v in zip(names, saved):
+            setattr(ratecontrol, n, v)
 
 
 def main() -> None:
@@ -66,7 +89,10 @@ def main() -> None:
     ap.add_argument("--kodak224", action="store_true")
     ap.add_argument("--main", default="main", help="git ref of the old rate control")
     ap.add_argument("--modes", nargs="+", default=["main", "new"], choices=["main", "new"])
+    ap.add_argument("--variants", nargs="*", default=[],
+                    help="this checkout with other constants: FINISH_MARGIN,FIT_MARGIN,AIM")
     args = ap.parse_args()
+    args.modes = args.modes + [f"new {v}" for v in args.variants]
     old = main_ratecontrol(args.main)
     fit = engine.fit
     calls: list[int] = []
@@ -81,12 +107,14 @@ def main() -> None:
     for path in kodak_paths(args.images):
         image = kodak224(path) if args.kodak224 else np.asarray(Image.open(path).convert("RGB"))
         for target in args.targets:
-            for label, encode in (("main", old.encode_to_rate), ("new", ratecontrol.encode_to_rate)):
-                if label not in args.modes:
-                    continue
+            for label in args.modes:
+                encode = old.encode_to_rate if label == "main" else ratecontrol.encode_to_rate
+                constants = ([float(v) for v in label.split()[1].split(",")]
+                             if label.startswith("new ") else None)
                 calls.clear()
                 t0 = time.perf_counter()
-                data = encode(image, target, iterations=args.iterations)
+                with _constants(constants):
+                    data = encode(image, target, iterations=args.iterations)
                 seconds = time.perf_counter() - t0
                 g = gscodec.open(data)
                 rows.append(dict(image=path.stem, target=target, mode=label, bpp=g.info["bpp"],

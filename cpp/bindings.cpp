@@ -265,7 +265,7 @@ py::array round_colors(const CArray<float>& params, const CArray<uint8_t>& image
 // the finish's first step.
 py::array round_geometry(const CArray<float>& params, const CArray<uint8_t>& image,
                          double position_step, double log_size_step, double shear_step,
-                         int threads) {
+                         int sweeps, int threads) {
   const float* rows = splat_rows(params, "params");
   const std::vector<float> target = planar_unit_image(image);
   const int height = static_cast<int>(image.shape(0)), width = static_cast<int>(image.shape(1));
@@ -273,6 +273,7 @@ py::array round_geometry(const CArray<float>& params, const CArray<uint8_t>& ima
     if (!(step > 0) || !std::isfinite(step))
       throw std::invalid_argument("grid steps must be positive finite numbers");
   if (threads < 0) throw std::invalid_argument("threads must be >= 0");
+  if (sweeps < 0) throw std::invalid_argument("sweeps must be >= 0");
   const size_t n = params.shape(0);
   CArray<float> out({static_cast<py::ssize_t>(n), py::ssize_t(gs::kParamsPerSplat)});
   std::copy(rows, rows + n * gs::kParamsPerSplat, out.mutable_data());
@@ -280,7 +281,7 @@ py::array round_geometry(const CArray<float>& params, const CArray<uint8_t>& ima
     py::gil_scoped_release release;
     const gs::ThreadCount scoped(threads > 0 ? threads : omp_get_max_threads());
     gs::cpu::round_geometry_to_grid(out.mutable_data(), n, target.data(), width, height,
-                                    {position_step, log_size_step, shear_step},
+                                    {position_step, log_size_step, shear_step}, sweeps,
                                     threads != 1 && gs::cpu::worth_a_thread_team(width, height));
   }
   return out;
@@ -385,11 +386,12 @@ PYBIND11_MODULE(_core, m) {
         "least L2 error against an H x W x 3 uint8 image (integer coordinate descent).");
   m.def("round_geometry", &round_geometry, py::arg("params"), py::arg("image"),
         py::arg("position_step"), py::arg("log_size_step"), py::arg("shear_step"),
-        py::arg("threads"),
+        py::arg("sweeps"), py::arg("threads"),
         "Normalized (N, 8) splats with x, y, log a, b, log c on grids of the given steps "
         "(pixels, log units, normalized): from plain rounding, one-step moves that lower the L2 "
-        "error against an H x W x 3 uint8 image (greedy local search; the colours judge and "
-        "stay). The result does not depend on threads.");
+        "error against an H x W x 3 uint8 image (greedy local search, at most `sweeps` sweeps, "
+        "each after the first over the splats near the last one's moves; the colours judge and "
+        "stay; 0 sweeps: plain rounding). The result does not depend on threads.");
   m.def("_render_px_f64", &render_px_f64);
   m.def("_geometry_slopes", &geometry_slopes);
   m.def("_render_backward_px_f64", &render_backward_px_f64);

@@ -202,7 +202,8 @@ def test_straight_through_steps_render_the_files_geometry(sample_image):
     def rows(s):  # the file stores splats in its own (Morton) order
         a = s.to_array()
         return a[np.lexsort(a.T[::-1])]
-    plain = gscodec.ratecontrol.quantized_finish(start, img, "q7")
+    plain = gscodec.ratecontrol.quantized_finish(
+        start, img, "q7", rounds=gscodec.engine.FINISH_ROUNDS, sweeps=gscodec.engine.FINISH_SWEEPS)
     np.testing.assert_array_equal(rows(frozen)[:, :5], rows(plain)[:, :5])
     moved = gscodec.fit(img, 120, init=start, iterations=0, quantize_for="q7", qat_iterations=5)
     stored = gscodec.format.loads(gscodec.format.dumps(moved, precision="q7"))
@@ -241,8 +242,9 @@ def test_solve_colors_binding_is_least_squares():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_round_colors_is_a_grid_optimum_below_plain_rounding(seed):
     """_core.round_colors puts every colour on the grid (multiples of step,
-    within its channel's range of plain rounding) where no single one-step move
-    lowers the L2 error, and that error is below plain rounding's."""
+    within its channel's range of plain rounding) where no one-step move of one
+    colour or of two lowers the L2 error, and that error is below plain
+    rounding's."""
     rng = np.random.default_rng(seed)
     width, height, n, step = 12, 10, 9, 0.07
     scale = np.array([width, height, width, height, height, 1, 1, 1])
@@ -268,6 +270,15 @@ def test_round_colors_is_a_grid_optimum_below_plain_rounding(seed):
             moved[i] += move
             inside = (moved[i] >= plain.min(0)) & (moved[i] <= plain.max(0))
             assert np.all((error(moved) >= best * (1 - 1e-6))[inside]), (i, move)
+    for i in range(n):  # nor does a one-step move of two colours
+        for j in range(i + 1, n):
+            for move_i in (-1, 1):
+                for move_j in (-1, 1):
+                    moved = index.copy()
+                    moved[i] += move_i
+                    moved[j] += move_j
+                    inside = ((moved[[i, j]] >= plain.min(0)) & (moved[[i, j]] <= plain.max(0))).all(0)
+                    assert np.all((error(moved) >= best * (1 - 1e-6))[inside]), (i, j)
     with pytest.raises(ValueError, match="step"):
         _core.round_colors(normalized, image, 0.0, 1)
 
@@ -284,8 +295,8 @@ def test_round_geometry_puts_splats_on_the_grid_below_plain_rounding(seed):
     normalized = (_random_pixel_params(rng, width, height, n) / scale).astype(np.float32)
     image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     normalized[:, 5:] = _core.solve_colors(normalized, image, 1)
-    rounded = _core.round_geometry(normalized, image, *steps, 1)
-    np.testing.assert_array_equal(rounded, _core.round_geometry(normalized, image, *steps, 2))
+    rounded = _core.round_geometry(normalized, image, *steps, 8, 1)
+    np.testing.assert_array_equal(rounded, _core.round_geometry(normalized, image, *steps, 8, 2))
     np.testing.assert_array_equal(rounded[:, 5:], normalized[:, 5:])
 
     def coordinates(p):
@@ -308,8 +319,16 @@ def test_round_geometry_puts_splats_on_the_grid_below_plain_rounding(seed):
         plain[:, 0] * steps[0] / width, plain[:, 1] * steps[0] / height,
         np.exp(plain[:, 2] * steps[1]), plain[:, 3] * steps[2], np.exp(plain[:, 4] * steps[1])])
     assert error(rounded) < error(on_plain_grid)
+    # Later sweeps only continue the first ones (over the splats near their
+    # moves); none is plain rounding.
+    two = _core.round_geometry(normalized, image, *steps, 2, 1)
+    assert error(rounded) <= error(two) < error(on_plain_grid)
+    none = _core.round_geometry(normalized, image, *steps, 0, 1)
+    np.testing.assert_allclose(none[:, :5], on_plain_grid[:, :5], rtol=1e-6)
     with pytest.raises(ValueError, match="steps"):
-        _core.round_geometry(normalized, image, 0.25, 0.0, 0.02, 1)
+        _core.round_geometry(normalized, image, 0.25, 0.0, 0.02, 2, 1)
+    with pytest.raises(ValueError, match="sweeps"):
+        _core.round_geometry(normalized, image, *steps, -1, 1)
 
 
 def test_geometry_slopes_match_finite_differences():
@@ -363,6 +382,20 @@ def test_quantized_finish_beats_plain_geometry_with_rounded_colours(sample_image
     colours_only = q.roundtrip(gscodec.Splats.from_array(geometry, 128, 96), "q7")
     finished = gscodec.ratecontrol.quantized_finish(fitted, img, "q7")
     assert psnr(gscodec.render(finished), img) > psnr(gscodec.render(colours_only), img) + 0.02
+
+
+def test_a_longer_finish_search_renders_closer(sample_image):
+    """More rounds of geometry rounding and colour solve, and more sweeps per
+    round, render the finished file closer to the image; `fit(quantize_for=)`
+    searches longer than the default finish."""
+    img = sample_image[:96, :128]
+    fitted = gscodec.fit(img, 200, iterations=60)
+    quality = [psnr(gscodec.render(gscodec.ratecontrol.quantized_finish(
+        fitted, img, "q7", rounds=r, sweeps=w)), img) for r, w in ((1, 2), (1, 8), (3, 8))]
+    assert quality[0] < quality[1] < quality[2]
+    assert (gscodec.engine.FINISH_ROUNDS, gscodec.engine.FINISH_SWEEPS) == (3, 8)
+    with pytest.raises(ValueError, match="rounds"):
+        gscodec.ratecontrol.quantized_finish(fitted, img, "q7", rounds=0)
 
 
 def test_quantized_finish_beats_rounding_the_solved_colours(sample_image):

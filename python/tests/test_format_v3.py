@@ -265,6 +265,23 @@ def test_a_dictionary_never_makes_a_file_larger() -> None:
         assert fmt.loads(data, dictionary=other) == q.roundtrip(s, "q7")
 
 
+def test_payload_frames_beat_zstds_defaults_on_real_splats(sample_image) -> None:
+    # Small-alphabet codes repeat 3-5 bytes by chance, across planes too;
+    # zstd's default shortest match at level 19 pays for those as matches.
+    # The writer's frame must stay well under one made with the defaults
+    # (measured 2.6% at q6 for this fit; Kodak at 3000 splats 3.7%).
+    splats = gscodec.fit(sample_image, 1600, iterations=60, seed=0)
+    planes = fmt._quantized_layouts(q.quantize(splats, "q6"))[0]
+    zc = zstandard.ZstdCompressor(level=fmt.ZSTD_LEVEL, write_content_size=True,
+                                  write_checksum=False, write_dict_id=False)
+    zobj = zc.compressobj(size=sum(map(len, planes)))
+    defaults = b"".join(zobj.compress(p) + zobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+                        for p in planes) + zobj.flush()
+    frame = fmt._compress(planes)
+    assert len(frame) <= 0.985 * min(len(defaults), len(zc.compress(b"".join(planes))))
+    assert zstandard.ZstdDecompressor().decompress(frame) == b"".join(planes)
+
+
 # ---------------------------------------------------------------- allocation
 
 

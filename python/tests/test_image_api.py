@@ -278,6 +278,31 @@ def test_bpp_chooses_count_and_precision_together(fit_calls) -> None:
     assert joint.n_splats > at_q7.n_splats
 
 
+@pytest.mark.parametrize("close_fit", [False, True])
+def test_reallocation_counts_the_finish_but_keeps_a_close_fit_precise(
+        monkeypatch, sample_image, close_fit: bool) -> None:
+    # The finish recovers most of plain rounding's error, so rate control asks
+    # `allocate` for a looser distortion than the preset's: by the finish
+    # margin, but never closer to the fit's own error than the fit margin.
+    # A smooth image fitted with many splats (close) meets the second; a
+    # photo crop with few splats the first.
+    rc = gscodec.ratecontrol
+    img = smooth_image(5, 32, 32) if close_fit else np.ascontiguousarray(sample_image[:64, :64])
+    splats = gscodec.fit(img, 100 if close_fit else 20, iterations=60)
+    asked = []
+    allocate = q.allocate
+    monkeypatch.setattr(q, "allocate", lambda s, target: asked.append(target) or allocate(s, target))
+    spec = rc._reallocate(splats, "q7", img)
+    rendered = gscodec.render(splats)
+    preset = psnr(gscodec.render(q.roundtrip(splats, "q7")), rendered)
+    fit = psnr(rendered, img)
+    assert asked == [pytest.approx(max(preset - rc._FINISH_MARGIN_DB, fit + rc._FIT_MARGIN_DB))]
+    assert (fit + rc._FIT_MARGIN_DB > preset - rc._FINISH_MARGIN_DB) == close_fit
+    if not close_fit:  # looser than the preset's distortion: fewer bits
+        assert len(fmt.dumps(splats, precision=spec)) < len(fmt.dumps(splats, precision=allocate(
+            splats, preset)))
+
+
 @pytest.mark.parametrize("share", [0.3, 0.8, 0.97])
 def test_trim_keeps_the_most_splats_that_fit(share: float) -> None:
     splats = gscodec.fit(smooth_image(4, 48, 40), 300, iterations=20)

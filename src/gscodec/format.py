@@ -82,7 +82,14 @@ MAX_ANCILLARY_BYTES = 16 << 20
 MAX_WINDOW = 1 << 27
 #: Compression level of the writer (payloads are small: speed does not matter).
 ZSTD_LEVEL = 19
-_TRY_ONE_BLOCK_BELOW = 1 << 16
+#: Shortest match the writer's zstd takes. Quantized codes have small
+#: alphabets, so 3-5 byte repeats occur by chance; at level 19's default
+#: (3) zstd codes them as matches, which cost more than the Huffman-coded
+#: literals they replace (Kodak, 3000 splats: -3.8% per file at 6;
+#: docs/benchmarks.md, "zstd's shortest match"). A writer choice: any zstd
+#: decoder reads the frames.
+ZSTD_MIN_MATCH = 6
+_TRY_SEVERAL_BELOW = 1 << 16
 
 _HEAD_FIXED = struct.Struct("<HHIB")  # width, height, n_splats, mode
 _FIELD_DESC = struct.Struct("<BBff")  # bits, transform, lo, hi
@@ -192,19 +199,27 @@ def _compress(planes: list[bytes],
     """One zstd frame (with its content size; no checksum or dictionary id,
     which the container holds) holding the planes in order."""
     raw_size = sum(len(p) for p in planes)
-    zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True,
-                                  write_checksum=False, write_dict_id=False,
-                                  dict_data=dictionary)
     # A block per plane gives each plane its own Huffman table (about 10%
-    # smaller on real splats); tiny payloads do better in one block, so those
-    # try both and keep the smaller. Either is one ordinary zstd frame.
-    zobj = zc.compressobj(size=raw_size)
-    frame = b"".join(zobj.compress(p) + zobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
-                     for p in planes) + zobj.flush()
-    if raw_size <= _TRY_ONE_BLOCK_BELOW:
-        single = zc.compress(b"".join(planes))
-        frame = min(frame, single, key=len)
-    return frame
+    # smaller on real splats). Small payloads (cheap to compress) also try
+    # one block and zstd's own shortest match, and keep the smallest frame:
+    # tiny float payloads do better with those. Each is one ordinary frame.
+    small = raw_size <= _TRY_SEVERAL_BELOW
+    params = zstandard.ZstdCompressionParameters.from_level(
+        ZSTD_LEVEL, source_size=raw_size, min_match=ZSTD_MIN_MATCH, write_content_size=1,
+        write_checksum=0, write_dict_id=0)
+    compressors = [zstandard.ZstdCompressor(compression_params=params, dict_data=dictionary)]
+    if small:
+        compressors.append(zstandard.ZstdCompressor(
+            level=ZSTD_LEVEL, write_content_size=True, write_checksum=False,
+            write_dict_id=False, dict_data=dictionary))
+    frames = []
+    for zc in compressors:
+        zobj = zc.compressobj(size=raw_size)
+        frames.append(b"".join(zobj.compress(p) + zobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+                               for p in planes) + zobj.flush())
+        if small:
+            frames.append(zc.compress(b"".join(planes)))
+    return min(frames, key=len)
 
 
 def _encode_meta(metadata: Mapping[str, str]) -> bytes:
