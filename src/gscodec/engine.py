@@ -30,8 +30,9 @@ def _core() -> ModuleType:
 
 #: `fit`'s default iteration count, chosen by measured time-to-quality
 #: (docs/benchmarks.md, "Encoder v2"; 200 until the finish's geometry rounding,
-#: which buys more per second than the last 20 iterations).
-DEFAULT_ITERATIONS = 180
+#: 180 until rate control's finish margin: each buys more per second than the
+#: last 20 iterations did).
+DEFAULT_ITERATIONS = 160
 
 #: Quantization-aware steps (straight-through on the file's geometry grids)
 #: a ``quantize_for`` fit adds after its iterations. Off: measured, they buy
