@@ -46,7 +46,7 @@ _HEAL_STEPS = dict(lr_position=0.03, lr_covariance=0.03, lr_color=0.004)
 # loosened by this many dB, but the quantization error stays this many dB
 # under the fit's own error (images fitted closely need their precision),
 # and the fit aims further over the count, since a splat then costs fewer
-# bits. Measured on Kodak: +0.1-0.2 dB at equal rate (docs/benchmarks.md,
+# bits. Measured on Kodak: +0.06-0.19 dB at equal rate (docs/benchmarks.md,
 # "Rate control counts the finish").
 _FINISH_MARGIN_DB = 3.5
 _FIT_MARGIN_DB = 2.0
