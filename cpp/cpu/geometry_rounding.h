@@ -211,10 +211,12 @@ struct GeometrySearch {
     PixelBox changed{0, -1, 0, -1};
     for (int move = 0; move < F; ++move) {
       PixelSplat<float> candidates[F];
+      PixelBox boxes[F];
       float values[F];
       double targets[F], gains[F];
       int fields[F], count = 0;
-      PixelBox box = cutoff_box(splats[i], width, height);
+      const PixelBox current = cutoff_box(splats[i], width, height);
+      PixelBox box = current;
       double slope[F], curvature[F];
       detail::field_slopes(splats[i], residual, width, height, grid, slope, curvature);
       for (int f = 0; f < F; ++f) {
@@ -226,7 +228,7 @@ struct GeometrySearch {
         std::copy(rows + i * K, rows + (i + 1) * K, row);
         row[f] = values[count] = detail::geometry_value(f, other, grid, width, height);
         candidates[count] = to_pixel_splat(row, float(width), float(height));
-        const PixelBox b = cutoff_box(candidates[count], width, height);
+        const PixelBox b = boxes[count] = cutoff_box(candidates[count], width, height);
         if (!b.empty() && (b.y0 < row0 || b.y1 >= row1)) continue;
         box = detail::box_union(box, b);
         targets[count] = other;
@@ -236,9 +238,7 @@ struct GeometrySearch {
       detail::candidate_gains(splats[i], candidates, count, box, residual, width, height, gains);
       const int best = int(std::min_element(gains, gains + count) - gains);
       if (!(gains[best] < 0)) break;
-      changed = detail::box_union(
-          changed, detail::box_union(cutoff_box(splats[i], width, height),
-                                     cutoff_box(candidates[best], width, height)));
+      changed = detail::box_union(changed, detail::box_union(current, boxes[best]));
       detail::add_to_residual(splats[i], 1.0f, residual, width, height);
       detail::add_to_residual(candidates[best], -1.0f, residual, width, height);
       splats[i] = candidates[best];
@@ -253,17 +253,18 @@ namespace detail {
 
 // Which splats the next sweep visits: those whose box meets a tile where the
 // render changed (a splat elsewhere sees the same residual, so it would not
-// move). Tiles of kTileSize pixels; `changed` in any order.
-inline void mark_active(const std::vector<PixelBox>& changed,
+// move). Tiles of kTileSize pixels; `changed`: lists of boxes, in any order.
+inline void mark_active(const std::vector<std::vector<PixelBox>>& changed,
                         const std::vector<PixelSplat<float>>& splats, int width, int height,
                         std::vector<char>& active) {
   const int tiles_x = (width + kTileSize - 1) / kTileSize;
   const int tiles_y = (height + kTileSize - 1) / kTileSize;
   std::vector<char> dirty(size_t(tiles_x) * tiles_y, 0);
-  for (const PixelBox& b : changed)
-    for (int ty = b.y0 / kTileSize; ty <= b.y1 / kTileSize; ++ty)
-      for (int tx = b.x0 / kTileSize; tx <= b.x1 / kTileSize; ++tx)
-        dirty[size_t(ty) * tiles_x + tx] = 1;
+  for (const auto& list : changed)
+    for (const PixelBox& b : list)
+      for (int ty = b.y0 / kTileSize; ty <= b.y1 / kTileSize; ++ty)
+        for (int tx = b.x0 / kTileSize; tx <= b.x1 / kTileSize; ++tx)
+          dirty[size_t(ty) * tiles_x + tx] = 1;
   for (size_t i = 0; i < splats.size(); ++i) {
     const PixelBox b = cutoff_box(splats[i], width, height);
     active[i] = 0;
@@ -332,10 +333,9 @@ inline void round_geometry_to_grid(float* rows, size_t n, const float* target, i
         const PixelBox b = search.visit(i, 0, height);
         if (!b.empty()) changed[bands].push_back(b);
       }
-    std::vector<PixelBox> all;
-    for (const auto& c : changed) all.insert(all.end(), c.begin(), c.end());
-    if (all.empty()) break;
-    detail::mark_active(all, search.splats, width, height, active);
+    if (std::all_of(changed.begin(), changed.end(), [](const auto& c) { return c.empty(); }))
+      break;
+    detail::mark_active(changed, search.splats, width, height, active);
   }
 }
 
