@@ -14,7 +14,11 @@ images with and without a dictionary (CIFAR-10 test), decode time (768x512,
     nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py predictors --limit 4
     nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py savings --limit 500
     nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py finished --limit 4 --cifar-limit 100
-    .venv/bin/python benchmarks/bitstream_v2.py finished --limit 24 --cifar-limit 100 --search 3x8
+    .venv/bin/python benchmarks/bitstream_v2.py finished --limit 8 --cifar-limit 0 --search 3x8
+    .venv/bin/python benchmarks/bitstream_v2.py finished --limit 24 --skip 8 --cifar-limit 0 \
+        --search 3x8 --merge benchmarks/out/bitstream_v2-finished-3x8-part1.json
+    .venv/bin/python benchmarks/bitstream_v2.py fixed --limit 24 --cifar-limit 100
+    .venv/bin/python benchmarks/bitstream_v2.py allocate --limit 24 [--negligible 0.015625]
     nice -n 10 .venv/bin/python benchmarks/bitstream_v2.py zstd --limit 4 --cifar-limit 20
 
 The script measures whatever `gscodec.format.dumps` writes by default ("new"
@@ -53,6 +57,14 @@ encoder's quantized finish is counted (Kodak, 3000 splats, and CIFAR-10 test
 at 16): `allocate` as in kodak, the q7 preset after `quantized_finish` (with
 ``--search`` rounds and sweeps), and the smallest finished file meeting that
 PSNR (allocate's target scanned down until three targets in a row miss it).
+``--skip`` leaves out the first Kodak images and ``--merge`` adds an earlier
+part's rows (its JSON, copied aside) to the table: a long run in two parts.
+fixed: fixed-count files (Kodak at 3000 splats, CIFAR-10 test at 16 / 32 /
+64): the v1.0 q7 file, the q7 preset finished, and what `gscodec.encode`
+writes with no precision given (`ratecontrol.precision_for`'s grids,
+finished), bytes and PSNR against the image, and that precision's time.
+allocate: renders and seconds of `precision_for` (one `allocate`) per Kodak
+fit, and the bits per splat of the spec it picks.
 zstd: payload bytes of the writer's zstd frame against one made with zstd's
 defaults at the same level (shortest match 3, the writer before
 `format.ZSTD_MIN_MATCH`), summed per set and preset (Kodak at 3000 splats,
@@ -78,7 +90,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, kodak_paths  # noqa: E402
 from fit_cache import (  # noqa: E402
-    CIFAR_SPLATS, KODAK224_SPLATS, OUT, cifar_fits, cifar_paths, kodak224_fits, kodak_fits,
+    CIFAR_SPLATS, KODAK224_SPLATS, KODAK_SPLATS, OUT, cifar_fits, cifar_paths, kodak224_fits,
+    kodak_fits,
 )
 
 import gscodec  # noqa: E402
@@ -419,12 +432,13 @@ def _finish_at(splats: gscodec.Splats, image: np.ndarray, goal: float, ceiling: 
     return min(passing) if passing else found[0]
 
 
-def finished(limit: int, cifar_limit: int, search: tuple[int, int]) -> dict:
+def finished(limit: int, cifar_limit: int, search: tuple[int, int], skip: int = 0) -> dict:
     """Bits at the v1.0 q7 file's PSNR (against the image) when the encoder's
     quantized finish is counted: `allocate` as in ``kodak``, the q7 preset
-    finished, and the smallest finished file at that PSNR (`_finish_at`)."""
+    finished, and the smallest finished file at that PSNR (`_finish_at`).
+    The first ``skip`` Kodak images are left out (a long run in parts)."""
     sets = [(name, splats, np.asarray(Image.open(path).convert("RGB")))
-            for (name, splats), path in zip(kodak_fits(limit), kodak_paths(limit))]
+            for (name, splats), path in zip(kodak_fits(limit), kodak_paths(limit))][skip:]
     sets += [(f"cifar-{path.parent.name}{path.stem}", splats,
               np.asarray(Image.open(path).convert("RGB")))
              for splats, path in zip(cifar_fits(cifar_limit, CIFAR_SPLATS[0]),
@@ -446,7 +460,7 @@ def finished(limit: int, cifar_limit: int, search: tuple[int, int]) -> dict:
         rows.append(row)
         if not name.startswith("cifar"):
             print(name, {k: v for k, v in row.items() if k != "image"}, flush=True)
-    return {"rows": rows, "search": list(search)}
+    return {"rows": rows, "search": list(search), "skip": skip}
 
 
 def finished_table(result: dict) -> str:
@@ -475,6 +489,89 @@ def finished_table(result: dict) -> str:
                      f"{mean('q7_finished', 0):.1f} | {quality('q7_finished'):.2f} | "
                      f"{mean('finish_at_goal', 0):.1f} | {quality('finish_at_goal'):.2f} |")
     return "\n".join(lines)
+
+
+def fixed_count(limit: int, cifar_limit: int) -> dict:
+    """Fixed-count files three ways, each against the image: the v1.0 q7
+    file (plain rounding), the q7 preset finished (`quantized_finish`), and
+    the per-field precision at q7's quality (`ratecontrol.precision_for`)
+    finished, with the seconds that precision and its finish take."""
+    sets = [(f"kodak-{KODAK_SPLATS}", splats, np.asarray(Image.open(path).convert("RGB")))
+            for (_, splats), path in zip(kodak_fits(limit), kodak_paths(limit))]
+    for n in CIFAR_SPLATS:
+        sets += [(f"cifar-{n}", splats, np.asarray(Image.open(path).convert("RGB")))
+                 for splats, path in zip(cifar_fits(cifar_limit, n), cifar_paths(cifar_limit))]
+    rows = []
+    for name, splats, image in sets:
+        def measured(data: bytes) -> tuple[int, float]:
+            return len(data), psnr(gscodec.render(fmt.loads(data)), image)
+
+        v1 = measured(fmt.dumps(splats, precision="q7", version=V1))
+        preset = measured(fmt.dumps(gscodec.ratecontrol.quantized_finish(splats, image, "q7"),
+                                    precision="q7"))
+        t0 = time.perf_counter()
+        spec = gscodec.ratecontrol.precision_for(splats, image)
+        finished = gscodec.ratecontrol.quantized_finish(splats, image, spec)
+        seconds = time.perf_counter() - t0
+        rows.append({"set": name, "splats": len(splats), "v1_q7": v1, "q7_finished": preset,
+                     "precision_for": measured(fmt.dumps(finished, precision=spec)) + (spec,),
+                     "seconds": seconds})
+    return {"rows": rows}
+
+
+def fixed_count_table(result: dict) -> str:
+    lines = ["Mean over each set; bytes per file, PSNR against the image:", "",
+             "| set | images | v1.0 q7 | PSNR | q7 finished | PSNR | `precision_for` finished | "
+             "PSNR | vs q7 finished | its time |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["set"] for r in result["rows"]):
+        rows = [r for r in result["rows"] if r["set"] == name]
+
+        def mean(key, i):
+            return np.mean([r[key][i] for r in rows])
+        saved = np.mean([r["precision_for"][0] / r["q7_finished"][0] - 1 for r in rows])
+        lines.append(f"| {name} | {len(rows)} | {mean('v1_q7', 0):.1f} | {mean('v1_q7', 1):.2f} | "
+                     f"{mean('q7_finished', 0):.1f} | {mean('q7_finished', 1):.2f} | "
+                     f"{mean('precision_for', 0):.1f} | {mean('precision_for', 1):.2f} | "
+                     f"{100 * saved:+.1f}% | {1e3 * np.mean([r['seconds'] for r in rows]):.0f} ms |")
+    return "\n".join(lines)
+
+
+def allocate_renders(limit: int, negligible: float | None) -> dict:
+    """Renders and seconds of one `ratecontrol.precision_for` (q7's quality,
+    an `allocate` call) per Kodak fit, and the bits per splat of its spec;
+    with ``negligible``, `quantize._NEGLIGIBLE` patched to it (to compare
+    the scan's stopping point)."""
+    if negligible is not None:
+        q._NEGLIGIBLE = negligible
+    calls = [0]
+    render = gscodec.engine.render
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return render(*args, **kwargs)
+
+    gscodec.engine.render = counted
+    rows = []
+    for (name, splats), path in zip(kodak_fits(limit), kodak_paths(limit)):
+        image = np.asarray(Image.open(path).convert("RGB"))
+        calls[0] = 0
+        t0 = time.perf_counter()
+        spec = gscodec.ratecontrol.precision_for(splats, image)
+        seconds = time.perf_counter() - t0
+        rows.append({"image": name, "renders": calls[0], "seconds": seconds, "spec": spec,
+                     "bits_per_splat": 8 * len(fmt.dumps(splats, precision=spec)) / len(splats)})
+    gscodec.engine.render = render
+    return {"negligible": q._NEGLIGIBLE, "rows": rows}
+
+
+def allocate_table(result: dict) -> str:
+    rows = result["rows"]
+    return (f"`_NEGLIGIBLE` = {result['negligible']:.4g}, {len(rows)} Kodak fits (3000 splats): "
+            f"{np.mean([r['renders'] for r in rows]):.1f} renders per `precision_for` "
+            f"(min {min(r['renders'] for r in rows)}, max {max(r['renders'] for r in rows)}), "
+            f"{np.mean([r['seconds'] for r in rows]):.2f} s, "
+            f"{np.mean([r['bits_per_splat'] for r in rows]):.3f} bits per splat at its spec")
 
 
 def _defaults_frame(planes: list[bytes]) -> bytes:
@@ -543,11 +640,18 @@ def zstd_table(result: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("which", choices=["kodak", "cifar", "speed", "dictionary", "estimate",
-                                      "predictors", "savings", "finished", "zstd"])
+                                      "predictors", "savings", "finished", "zstd", "fixed",
+                                      "allocate"])
     ap.add_argument("--limit", type=int, default=24,
                     help="images (predictors: Kodak images; CIFAR-10 uses 500)")
     ap.add_argument("--kodak-limit", type=int, default=24, help="Kodak images for estimate")
-    ap.add_argument("--cifar-limit", type=int, default=100, help="CIFAR-10 images (finished, zstd)")
+    ap.add_argument("--cifar-limit", type=int, default=100, help="CIFAR-10 images (finished, zstd, fixed)")
+    ap.add_argument("--negligible", type=float, default=None,
+                    help="allocate: patch quantize._NEGLIGIBLE (the scan's stopping point)")
+    ap.add_argument("--skip", type=int, default=0,
+                    help="finished: leave out the first SKIP Kodak images (a long run in parts)")
+    ap.add_argument("--merge", nargs="*", default=[], metavar="JSON",
+                    help="finished: earlier parts' JSON (same --search) whose rows join the table")
     ap.add_argument("--search", default="1x2",
                     help="finished: the finish's ROUNDSxSWEEPS (1x2: rate control's; 3x8: "
                          "fit(quantize_for=)'s)")
@@ -570,8 +674,19 @@ def main() -> None:
         table = predictors_table(result)
     elif args.which == "finished":
         result = finished(args.limit, args.cifar_limit,
-                          tuple(int(v) for v in args.search.split("x")))
+                          tuple(int(v) for v in args.search.split("x")), args.skip)
+        for part in args.merge:
+            earlier = json.loads(Path(part).read_text())
+            if earlier["search"] != result["search"]:
+                raise SystemExit(f"{part}: search {earlier['search']}, not {result['search']}")
+            result["rows"] = earlier["rows"] + result["rows"]
         table = finished_table(result)
+    elif args.which == "allocate":
+        result = allocate_renders(args.limit, args.negligible)
+        table = allocate_table(result)
+    elif args.which == "fixed":
+        result = fixed_count(args.limit, args.cifar_limit)
+        table = fixed_count_table(result)
     elif args.which == "zstd":
         result = zstd_frames(args.limit, args.cifar_limit)
         table = zstd_table(result)

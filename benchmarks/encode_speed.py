@@ -61,7 +61,7 @@ def time_steps(image: Path, bpp: float) -> dict[str, float]:
     process): the fit, the precision's reallocation, the trims, the
     continuation of the trimmed fit, the finish; and the total."""
     seconds: dict[str, float] = {}
-    steps = {(ratecontrol, "_reallocate"): "allocate", (ratecontrol, "_trim"): "trims",
+    steps = {(ratecontrol, "precision_for"): "allocate", (ratecontrol, "_trim"): "trims",
              (ratecontrol, "finish_for"): "finish", (engine, "fit"): "fit"}
     originals = {where: getattr(*where) for where in steps}
 

@@ -23,7 +23,8 @@ def main() -> None:
     ap.add_argument("image", nargs="?", default=str(SAMPLE))
     ap.add_argument("--splats", type=int, default=1600)
     ap.add_argument("--iterations", type=int, default=gscodec.engine.DEFAULT_ITERATIONS)
-    ap.add_argument("--precision", default="q7")
+    ap.add_argument("--precision", default=None,
+                    help="fp16, q7, q:<spec>, ... (default: q7's quality, grids chosen per image)")
     args = ap.parse_args()
 
     original = np.asarray(Image.open(args.image).convert("RGB"))
@@ -38,14 +39,14 @@ def main() -> None:
         t0 = time.perf_counter()
         with gscodec.open(out) as gsi:
             decoded = gsi.render()
-            n = gsi.n_splats
+            n, precision = gsi.n_splats, gsi.precision
         decode_ms = (time.perf_counter() - t0) * 1e3
 
     mse = np.mean((decoded.astype(np.float64) - original.astype(np.float64)) ** 2)
     psnr = 10 * np.log10(255**2 / mse)
     raw = width * height * 3
     print(f"image      {args.image} ({width}x{height})")
-    print(f"splats     {n} ({args.iterations} iterations, {args.precision})")
+    print(f"splats     {n} ({args.iterations} iterations, {precision})")
     print(f".gsi size  {size} bytes = {size * 8 / (width * height):.3f} bpp "
           f"({raw / size:.1f}x smaller than raw pixels)")
     print(f"PSNR       {psnr:.2f} dB")

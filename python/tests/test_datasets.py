@@ -167,6 +167,29 @@ def test_tar_shard_roundtrip_passes_side_files(tmp_path):
     assert raw["gsi"] == members["k0.gsi"]
 
 
+@pytest.mark.parametrize("precision", ["q7", "auto"])
+def test_quantized_files_are_what_encode_writes(tmp_path, precision):
+    # A quantized precision gets the encoder's finish, and "auto" the grids
+    # `gscodec.encode` picks with no precision: the same bytes as encode's.
+    smooth = [np.asarray(Image.open(io.BytesIO(image_bytes(i, (6, 6)))).resize(
+        (24, 24), Image.BILINEAR)) for i in range(3)]
+    samples = []
+    for i, pixels in enumerate(smooth):
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="PNG")
+        samples.append((f"k{i}", {"png": buf.getvalue()}))
+    shard = write_tar(tmp_path / "data-00000.tar", samples)
+    out = tmp_path / "out"
+    encode_dataset(shard, out, splats=12, iterations=30, size=None, progress=False,
+                   precision=precision)
+    members = tar_members(out / "data-00000.tar")
+    for i, pixels in enumerate(smooth):
+        encoded = gscodec.encode(pixels, n_splats=12, iterations=30,
+                                 precision=None if precision == "auto" else precision)
+        assert members[f"k{i}.gsi"] == encoded.tobytes()
+    assert manifest(out / "data-00000.manifest.json")["settings"]["precision"] == precision
+
+
 def test_bad_images_are_counted_and_skipped(tmp_path):
     good = image_bytes(1, fmt="JPEG")
     samples = [

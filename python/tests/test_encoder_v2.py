@@ -130,7 +130,7 @@ def test_quantized_finish_is_what_the_file_holds(sample_image):
 
 def test_encode_writes_the_quantized_finish(sample_image):
     img = sample_image[:64, :64]
-    encoded = gscodec.encode(img, n_splats=80, iterations=30)
+    encoded = gscodec.encode(img, n_splats=80, iterations=30, precision="q7")
     plain = gscodec.fit(img, 80, iterations=30)
     finished = gscodec.ratecontrol.quantized_finish(plain, img, "q7")
     np.testing.assert_array_equal(encoded.splats.to_array(),
@@ -526,3 +526,37 @@ def test_ctrl_c_stops_a_cli_encode_within_a_second(tmp_path):
     assert "gscodec: interrupted" in err and "Traceback" not in err
     assert elapsed < 1.0
     assert not (tmp_path / "noise.gsi").exists()
+
+
+def test_encode_without_a_precision_writes_q7s_quality_in_fewer_bits(sample_image):
+    # The default: per-field grids chosen for the image at the q7 preset's
+    # quality (finish counted), finished for those grids; smaller than the
+    # preset's finished file at about its PSNR.
+    img = np.ascontiguousarray(sample_image[:64, :64])
+    encoded = gscodec.encode(img, n_splats=80, iterations=30)
+    plain = gscodec.fit(img, 80, iterations=30)
+    spec = gscodec.ratecontrol.precision_for(plain, img)
+    finished = gscodec.ratecontrol.quantized_finish(plain, img, spec)
+    data = gscodec.format.dumps(finished, precision=spec)
+    assert encoded.info["file_bytes"] == len(data)
+    np.testing.assert_array_equal(encoded.splats.to_array(),
+                                  gscodec.format.loads(data).to_array())
+    preset = gscodec.format.dumps(gscodec.ratecontrol.quantized_finish(plain, img, "q7"),
+                                  precision="q7")
+    assert len(data) < 0.95 * len(preset)
+    assert psnr(gscodec.render(encoded.splats), img) > \
+        psnr(gscodec.render(gscodec.format.loads(preset)), img) - 0.5
+
+
+def test_encode_without_a_precision_never_writes_more_than_the_preset(monkeypatch, sample_image):
+    # A fit closer than the preset's rounding can ask for finer grids than
+    # the preset's (here: forced to q10's); the preset's file is then smaller,
+    # and written.
+    img = np.ascontiguousarray(sample_image[:32, :32])
+    monkeypatch.setattr(gscodec.ratecontrol, "precision_for", lambda splats, pixels, preset: "q10")
+    encoded = gscodec.encode(img, n_splats=20, iterations=30)
+    assert encoded.precision == gscodec.encode(img, n_splats=20, iterations=30,
+                                               precision="q7").precision
+    monkeypatch.setattr(gscodec.ratecontrol, "precision_for", lambda splats, pixels, preset: "q6")
+    assert gscodec.encode(img, n_splats=20, iterations=30).precision == \
+        gscodec.encode(img, n_splats=20, iterations=30, precision="q6").precision

@@ -404,7 +404,8 @@ def _allocate_measuring_everything(splats: Splats, psnr: float) -> str:
                 choice, improved = trial, True
     if raw:
         choice = q._trade_widths(choice, passes,
-                                 lambda c: q._raw_bits(q.quantize(splats, q._spec(*c))))
+                                 lambda c: sum(q._group_rate(q.quantize(splats, q._spec(*c)), g,
+                                                             raw=True) for g in range(4)))
     return q._spec(*choice)
 
 

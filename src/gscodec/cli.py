@@ -183,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--iterations", type=positive_int, default=DEFAULT_ITERATIONS, metavar="K",
                      help=f"optimizer steps per fit (default {DEFAULT_ITERATIONS})")
     enc.add_argument("--precision", default=None, metavar="P",
-                     help=f"fp32, fp16, {', '.join(PRESETS)} or q:<spec> (default "
-                          f"{gsimage.DEFAULT_PRECISION})")
+                     help=f"fp32, fp16, {', '.join(PRESETS)} or q:<spec> (default: "
+                          f"{gsimage.DEFAULT_PRECISION}'s quality in the fewest bits, per-field "
+                          f"grids chosen for the image)")
     enc.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     enc.add_argument("--force", action="store_true", help="overwrite existing outputs")
     enc.add_argument("-q", "--quiet", action="store_true", help="no progress lines")

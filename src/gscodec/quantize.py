@@ -672,9 +672,11 @@ _BITS_CHOICES = tuple(b / 2 for b in range(6, 25))  # 3 .. 12 bits
 _BUDGET_SCALES = tuple(np.geomspace(4.0, 0.25, 13))
 #: Lagrange multipliers of the rate-distortion sweep (`_cheapest`).
 _LAMBDAS = np.geomspace(1e-3, 1e9, 400)
-#: A group's error table stops at the first choice whose error is below this
-#: part of the smallest budget: finer choices buy next to nothing.
-_NEGLIGIBLE = 1 / 64
+#: A group's first measurements stop at the first choice whose error is below
+#: this part of the smallest budget; the neighbour search goes finer where a
+#: pick needs it. (1/2 rather than 1/64 measures a fifth fewer renders and
+#: picks the same precisions on all of Kodak: docs/benchmarks.md.)
+_NEGLIGIBLE = 1 / 2
 
 
 def _spec(pos: float, scale: float, shear: float, color: float) -> str:
@@ -733,7 +735,7 @@ def allocate(splats: Splats, psnr: float) -> str:
         return _spec(2, 7, 7, 7)
     # Errors of the unclamped float render (no 8-bit rounding noise), in
     # 8-bit units, less what the finest setting of the other groups costs.
-    ref = render(splats, dtype=np.float32).astype(np.float64).ravel() * 255
+    ref = render(splats, dtype=np.float32).ravel() * np.float32(255)
     lossless = 14.0  # bits of the groups held fixed while one is measured
     # Small files are stored raw (fixed code widths), where only a narrower
     # code saves bits: count those bits, not zstd's entropy.
@@ -743,11 +745,22 @@ def allocate(splats: Splats, psnr: float) -> str:
     finest = [4, lossless, lossless, lossless]
     target = ref.size * 255.0 ** 2 / 10 ** (psnr / 10)
 
+    quantized: dict[tuple[float, ...], GridColumns] = {}
+
+    def columns(choice: list[float]) -> GridColumns:
+        # Each precision is quantized once: the searches below revisit many
+        # (most of the time of small files).
+        key = tuple(choice)
+        if key not in quantized:
+            quantized[key] = quantize(splats, _spec(*choice))
+        return quantized[key]
+
     def error_and_rate(choice: list[float], group: int) -> tuple[float, float]:
-        cols = quantize(splats, _spec(*choice))
+        cols = columns(choice)
         out = render(dequantize(cols, splats.width, splats.height), dtype=np.float32)
-        diff = out.ravel() * 255.0 - ref
-        return float(np.einsum("i,i", diff, diff)), _group_rate(cols, group, raw)
+        diff = out.ravel() * np.float32(255)
+        diff -= ref
+        return float(np.dot(diff, diff)), _group_rate(cols, group, raw)
 
     floor, finest_position_rate = error_and_rate(finest, 0)
     groups = (_POSITION_CHOICES,) + (_BITS_CHOICES,) * 3
@@ -796,7 +809,7 @@ def allocate(splats: Splats, psnr: float) -> str:
     def passes(choice: list[float]) -> bool:
         key = tuple(choice)
         if key not in checked:
-            out = render(roundtrip(splats, _spec(*choice))).ravel() - ref8
+            out = render(dequantize(columns(choice), splats.width, splats.height)).ravel() - ref8
             checked[key] = float(np.einsum("i,i", out, out)) <= target
         return checked[key]
 
@@ -816,13 +829,20 @@ def allocate(splats: Splats, psnr: float) -> str:
             else:
                 open_groups.remove(group)
     if raw:
-        choice = _trade_widths(choice, passes, lambda c: _raw_bits(quantize(splats, _spec(*c))))
+        group_bits: dict[tuple[int, float], float] = {}
+
+        def raw_bits(choice: list[float]) -> float:
+            # A group's grid, codes and offsets depend on its own precision
+            # only: its raw bits are measured once per precision.
+            missing = [g for g, c in enumerate(choice) if (g, c) not in group_bits]
+            if missing:
+                cols = columns(choice)
+                group_bits.update({(g, choice[g]): _group_rate(cols, g, raw=True)
+                                   for g in missing})
+            return sum(group_bits[g, c] for g, c in enumerate(choice))
+
+        choice = _trade_widths(choice, passes, raw_bits)
     return _spec(*choice)
-
-
-def _raw_bits(cols: GridColumns) -> float:
-    """Bits of a raw payload and of the offsets in its header (`_group_rate`)."""
-    return sum(_group_rate(cols, group, raw=True) for group in range(len(STEP_GROUPS)))
 
 
 def _trade_widths(choice: list[float], passes, rate) -> list[float]:

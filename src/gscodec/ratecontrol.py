@@ -6,10 +6,11 @@ one fit: it fits a little over the count the target buys, trims the weakest
 splats to the target, continues the fit of the rest for a few steps and
 finishes them (`finish_for`). With no precision given, count and precision
 are chosen together: the fit's precision is reallocated per field
-(`gscodec.quantize.allocate`) before trimming, for a distortion looser than
-the preset's plain rounding by about what the finish recovers.
-``gscodec.encode(..., bpp=)`` uses it, and ``gscodec.fit(quantize_for=...)``
-uses `quantized_finish`.
+(`precision_for`, by `gscodec.quantize.allocate`) before trimming, for a
+distortion looser than the preset's plain rounding by about what the finish
+recovers. ``gscodec.encode(..., bpp=)`` uses it; ``gscodec.encode`` with a
+splat count and no precision uses `fixed_count_precision`, and
+``gscodec.fit(quantize_for=...)`` `quantized_finish`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from .limits import MAX_SPLATS
 from .metrics import psnr
 from .splats import Splats
 
-__all__ = ["encode_to_rate", "finish_for", "quantized_finish", "BPP_TOLERANCE", "MAX_FITS"]
+__all__ = ["encode_to_rate", "finish_for", "fixed_count_precision", "precision_for",
+           "quantized_finish", "BPP_TOLERANCE", "MAX_FITS"]
 
 #: Allowed relative error of the file size, and the most fits rate control
 #: makes (a second only when the first lands more than the tolerance under).
@@ -81,15 +83,29 @@ def _splats_for(target_bits: float, precision: str, width: int, height: int) -> 
     return round(n)
 
 
-def _reallocate(splats: Splats, preset: str, pixels: np.ndarray) -> str:
-    """The per-field precision of fewest bits for these splats of ``pixels``
-    at ``preset``'s distortion (their plain-rounded render against the
-    unquantized one) loosened by `_FINISH_MARGIN_DB`, but at most the fit's
-    own error less `_FIT_MARGIN_DB` (`gscodec.quantize.allocate`)."""
+def precision_for(splats: Splats, pixels: np.ndarray, preset: str = "q7") -> str:
+    """The per-field precision (an explicit ``q:`` spec) of fewest bits for
+    ``splats`` fitted to ``pixels`` at the quality of ``preset``'s file, the
+    encoder's finish counted: `gscodec.quantize.allocate` for ``preset``'s
+    distortion (its plain-rounded render against the unquantized one)
+    loosened by `_FINISH_MARGIN_DB`, which the finish recovers, but at most
+    the fit's own error less `_FIT_MARGIN_DB`. Rate control's choice when no
+    precision is given (and, unless the preset's file is smaller, a
+    fixed-count encode's: `fixed_count_precision`)."""
     rendered = engine.render(splats)
-    quantized = engine.render(fmt.loads(fmt.dumps(splats, precision=preset)))
+    quantized = engine.render(q.roundtrip(splats, preset))
     return q.allocate(splats, max(psnr(quantized, rendered) - _FINISH_MARGIN_DB,
                                   psnr(rendered, pixels) + _FIT_MARGIN_DB))
+
+
+def fixed_count_precision(splats: Splats, pixels: np.ndarray, preset: str = "q7") -> str:
+    """What a file of these splats (a fixed count) is written at when no
+    precision is given: `precision_for`'s grids, or ``preset``'s when its
+    file is smaller (a fit closer than the preset's rounding asks for finer
+    grids than the preset's). `gscodec.encode` and ``encode-dataset
+    --precision auto`` use it."""
+    return min((precision_for(splats, pixels, preset), preset),
+               key=lambda p: len(fmt.dumps(splats, precision=p)))
 
 
 def _trim(splats: Splats, precision: str, max_bits: float) -> Splats:
@@ -185,19 +201,19 @@ def quantized_finish(splats: Splats, image: np.ndarray, precision: str | q.Preci
 
 
 def finish_for(splats: Splats, pixels: np.ndarray, precision: str,
-               iterations: int = engine.DEFAULT_QAT_ITERATIONS) -> Splats:
+               iterations: int = engine.DEFAULT_QAT_ITERATIONS, threads: int = 0) -> Splats:
     """The splats to write at ``precision``: for a quantized one, ``iterations``
     quantization-aware steps warm-started from ``splats``, then the colours
     re-solved for the quantized geometry and quantized (`engine.fit` with
     ``init=splats, iterations=0, quantize_for=precision``, whose finish
     searches longer; on the CPU whatever device fitted them); with none, the
-    fast `quantized_finish`."""
+    fast `quantized_finish`. ``threads``: CPU threads (0 = all)."""
     if q.parse_precision(precision).mode != q.MODE_QUANT:
         return splats
     if not iterations:  # no steps: the finish alone, without a fit call around it
-        return quantized_finish(splats, pixels, precision)
+        return quantized_finish(splats, pixels, precision, threads=threads)
     return engine.fit(pixels, len(splats), init=splats, iterations=0, quantize_for=precision,
-                      qat_iterations=iterations, device="cpu")
+                      qat_iterations=iterations, device="cpu", threads=threads)
 
 
 def encode_to_rate(pixels: np.ndarray, bpp: float, *, precision: str | None = None,
@@ -236,7 +252,7 @@ def encode_to_rate(pixels: np.ndarray, bpp: float, *, precision: str | None = No
     for attempt in range(MAX_FITS):
         splats = engine.fit(pixels, n, iterations=iterations, device=device)
         if reallocate:
-            precision = _reallocate(splats, precision, pixels)
+            precision = precision_for(splats, pixels, precision)
             reallocate = False
         kept = _trim(splats, precision, target)
         if len(kept) < len(splats):

@@ -55,7 +55,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                         help="with --native, refuse images of more pixels, before decoding "
                              "them (default %(default)s)")
-    parser.add_argument("--precision", default="fp16", help=".gsi precision (default %(default)s)")
+    parser.add_argument("--precision", default="fp16",
+                        help=".gsi precision: fp16, fp32, q6/q7/q8/q10, q:<spec> (quantized ones "
+                             "finished as `gscodec encode` does) or auto (q7's quality, each "
+                             "image's grids chosen for the fewest bits) (default %(default)s)")
     parser.add_argument("--dictionary", action="store_true",
                         help="write every .gsi with one zstd dictionary, trained on the first "
                              "shard and stored as DIR/gsi.dict (readers need it)")
