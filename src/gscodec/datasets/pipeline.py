@@ -594,7 +594,7 @@ def encode_dataset(
     `gscodec.format.dumps`: a quantized one after the encoder's finish (as
     `gscodec.encode` writes), ``"auto"`` (`AUTO_PRECISION`) q7's quality
     with each image's grids chosen for the fewest bits (10-15% smaller than
-    ``"q7"``'s files at 0.1-0.3 dB lower PSNR, about 90 ms more per 32 x 32
+    ``"q7"``'s files at 0.1-0.3 dB lower PSNR, about 50 ms more per 32 x 32
     image; docs/benchmarks.md). ``device``/``threads``/``batch_size``/``workers``
     change speed, never the output. ``shard_size``: images per output shard
     for folder and CSV inputs (tars keep theirs). ``dictionary``: write the
