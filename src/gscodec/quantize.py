@@ -748,12 +748,16 @@ def allocate(splats: Splats, psnr: float) -> str:
     quantized: dict[tuple[float, ...], GridColumns] = {}
 
     def columns(choice: list[float]) -> GridColumns:
-        # Each precision is quantized once: the searches below revisit many
-        # (most of the time of small files).
+        # A raw (small) file's precision is quantized once: the width trades
+        # below revisit many (most of the time of small files). Large files
+        # revisit few, and keeping their columns would cost memory.
         key = tuple(choice)
-        if key not in quantized:
-            quantized[key] = quantize(splats, _spec(*choice))
-        return quantized[key]
+        if key in quantized:
+            return quantized[key]
+        cols = quantize(splats, _spec(*choice))
+        if raw:
+            quantized[key] = cols
+        return cols
 
     def error_and_rate(choice: list[float], group: int) -> tuple[float, float]:
         cols = columns(choice)
