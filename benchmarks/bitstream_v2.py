@@ -61,7 +61,7 @@ PSNR (allocate's target scanned down until three targets in a row miss it).
 part's rows (its JSON, copied aside) to the table: a long run in two parts.
 fixed: fixed-count files (Kodak at 3000 splats, CIFAR-10 test at 16 / 32 /
 64): the v1.0 q7 file, the q7 preset finished, and what `gscodec.encode`
-writes with no precision given (`ratecontrol.precision_for`'s grids,
+writes with no precision given (`ratecontrol.fixed_count_precision`'s grids,
 finished), bytes and PSNR against the image, and that precision's time.
 allocate: renders and seconds of `precision_for` (one `allocate`) per Kodak
 fit, and the bits per splat of the spec it picks.
@@ -494,8 +494,9 @@ def finished_table(result: dict) -> str:
 def fixed_count(limit: int, cifar_limit: int) -> dict:
     """Fixed-count files three ways, each against the image: the v1.0 q7
     file (plain rounding), the q7 preset finished (`quantized_finish`), and
-    the per-field precision at q7's quality (`ratecontrol.precision_for`)
-    finished, with the seconds that precision and its finish take."""
+    what `gscodec.encode` writes with no precision given (the grids of
+    `ratecontrol.fixed_count_precision`, finished), with the seconds that
+    precision and its finish take."""
     sets = [(f"kodak-{KODAK_SPLATS}", splats, np.asarray(Image.open(path).convert("RGB")))
             for (_, splats), path in zip(kodak_fits(limit), kodak_paths(limit))]
     for n in CIFAR_SPLATS:
@@ -510,18 +511,18 @@ def fixed_count(limit: int, cifar_limit: int) -> dict:
         preset = measured(fmt.dumps(gscodec.ratecontrol.quantized_finish(splats, image, "q7"),
                                     precision="q7"))
         t0 = time.perf_counter()
-        spec = gscodec.ratecontrol.precision_for(splats, image)
+        spec = gscodec.ratecontrol.fixed_count_precision(splats, image)
         finished = gscodec.ratecontrol.quantized_finish(splats, image, spec)
         seconds = time.perf_counter() - t0
         rows.append({"set": name, "splats": len(splats), "v1_q7": v1, "q7_finished": preset,
-                     "precision_for": measured(fmt.dumps(finished, precision=spec)) + (spec,),
+                     "default": measured(fmt.dumps(finished, precision=spec)) + (spec,),
                      "seconds": seconds})
     return {"rows": rows}
 
 
 def fixed_count_table(result: dict) -> str:
     lines = ["Mean over each set; bytes per file, PSNR against the image:", "",
-             "| set | images | v1.0 q7 | PSNR | q7 finished | PSNR | `precision_for` finished | "
+             "| set | images | v1.0 q7 | PSNR | q7 finished | PSNR | default, finished | "
              "PSNR | vs q7 finished | its time |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["set"] for r in result["rows"]):
@@ -529,10 +530,10 @@ def fixed_count_table(result: dict) -> str:
 
         def mean(key, i):
             return np.mean([r[key][i] for r in rows])
-        saved = np.mean([r["precision_for"][0] / r["q7_finished"][0] - 1 for r in rows])
+        saved = np.mean([r["default"][0] / r["q7_finished"][0] - 1 for r in rows])
         lines.append(f"| {name} | {len(rows)} | {mean('v1_q7', 0):.1f} | {mean('v1_q7', 1):.2f} | "
                      f"{mean('q7_finished', 0):.1f} | {mean('q7_finished', 1):.2f} | "
-                     f"{mean('precision_for', 0):.1f} | {mean('precision_for', 1):.2f} | "
+                     f"{mean('default', 0):.1f} | {mean('default', 1):.2f} | "
                      f"{100 * saved:+.1f}% | {1e3 * np.mean([r['seconds'] for r in rows]):.0f} ms |")
     return "\n".join(lines)
 
