@@ -449,7 +449,8 @@ def test_cli_register_and_errors(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match=r"nope-\*.tar"):
         args.func(args)
     assert cli.main(["encode-dataset", str(shard), "-o", "x", "-n", "4", "--precision", "fp7"]) == 1
-    assert "precision 'fp7'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "precision 'fp7'" in err and "'auto'" in err
 
 
 # --------------------------------------------------------------------------- dictionary

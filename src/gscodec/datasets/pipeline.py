@@ -524,7 +524,7 @@ def _check_args(splats: Any, iterations: Any, size: Any, batch_size: Any, worker
         if precision != AUTO_PRECISION:
             gsi_format.dumps(probe, precision=precision)
     except (ValueError, TypeError) as exc:  # GSIError is a ValueError
-        raise ValueError(f"precision {precision!r}: {exc}") from None
+        raise ValueError(f"precision {precision!r}: {exc}, or {AUTO_PRECISION!r}") from None
 
 
 def _summarize(tasks: Sequence[ShardTask], output: Path, settings: EncodeSettings,
