@@ -61,8 +61,8 @@ PSNR (allocate's target scanned down until three targets in a row miss it).
 part's rows (its JSON, copied aside) to the table: a long run in two parts.
 fixed: fixed-count files (Kodak at 3000 splats, CIFAR-10 test at 16 / 32 /
 64): the v1.0 q7 file, the q7 preset finished, and what `gscodec.encode`
-writes with no precision given (`ratecontrol.fixed_count_precision`'s grids,
-finished), bytes and PSNR against the image, and that precision's time.
+writes with no precision given (`ratecontrol.fixed_count_file`: its grids,
+finished), bytes and PSNR against the image, and that step's time.
 allocate: renders and seconds of `precision_for` (one `allocate`) per Kodak
 fit, and the bits per splat of the spec it picks.
 zstd: payload bytes of the writer's zstd frame against one made with zstd's
@@ -494,9 +494,9 @@ def finished_table(result: dict) -> str:
 def fixed_count(limit: int, cifar_limit: int) -> dict:
     """Fixed-count files three ways, each against the image: the v1.0 q7
     file (plain rounding), the q7 preset finished (`quantized_finish`), and
-    what `gscodec.encode` writes with no precision given (the grids of
-    `ratecontrol.fixed_count_precision`, finished), with the seconds that
-    precision and its finish take."""
+    what `gscodec.encode` writes with no precision given
+    (`ratecontrol.fixed_count_file`: its grids, finished), with the seconds
+    that takes."""
     sets = [(f"kodak-{KODAK_SPLATS}", splats, np.asarray(Image.open(path).convert("RGB")))
             for (_, splats), path in zip(kodak_fits(limit), kodak_paths(limit))]
     for n in CIFAR_SPLATS:
@@ -511,8 +511,7 @@ def fixed_count(limit: int, cifar_limit: int) -> dict:
         preset = measured(fmt.dumps(gscodec.ratecontrol.quantized_finish(splats, image, "q7"),
                                     precision="q7"))
         t0 = time.perf_counter()
-        spec = gscodec.ratecontrol.fixed_count_precision(splats, image)
-        finished = gscodec.ratecontrol.quantized_finish(splats, image, spec)
+        finished, spec = gscodec.ratecontrol.fixed_count_file(splats, image)
         seconds = time.perf_counter() - t0
         rows.append({"set": name, "splats": len(splats), "v1_q7": v1, "q7_finished": preset,
                      "default": measured(fmt.dumps(finished, precision=spec)) + (spec,),

@@ -22,13 +22,13 @@ from . import quantize as q
 from ._io import atomic_write, load_image
 from .errors import GSIError
 from .limits import MAX_SPLATS, DecodeLimitError
-from .ratecontrol import encode_to_rate, finish_for, fixed_count_precision
+from .ratecontrol import encode_to_rate, fixed_count_file
 from .splats import Splats
 
 __all__ = ["GSImage", "open", "encode", "decode", "DEFAULT_PRECISION"]
 
 #: The preset whose quality `encode` aims at when no precision is given (per
-#: field grids chosen for the image, `gscodec.ratecontrol.fixed_count_precision`): the
+#: field grids chosen for the image, `gscodec.ratecontrol.fixed_count_file`): the
 #: best rate-distortion trade-off measured (docs/format.md, "Choosing the presets").
 DEFAULT_PRECISION = "q7"
 
@@ -273,7 +273,7 @@ def encode(image: Any, *, n_splats: int | None = None, bpp: float | None = None,
     a little over it, trimmed of its weakest splats (`gscodec.ratecontrol`).
     ``precision``: ``"fp32"``, ``"fp16"``, ``"q6"``/``"q7"``/``"q8"``/``"q10"``
     or a ``"q:..."`` spec. None (the default): ``"q7"``'s quality in the fewest
-    bits, per-field grids chosen for the image (`gscodec.ratecontrol.fixed_count_precision`;
+    bits, per-field grids chosen for the image (`gscodec.ratecontrol.fixed_count_file`;
     10-15% smaller than the ``"q7"`` preset's file at 0.1-0.3 dB lower PSNR, never
     larger; with ``bpp=``,
     a finer preset's quality when the target needs more splats than the image
@@ -292,9 +292,8 @@ def encode(image: Any, *, n_splats: int | None = None, bpp: float | None = None,
         if n_splats is None:
             n_splats = max(1, min(math.ceil(width * height / 64), MAX_SPLATS))
         splats = engine.fit(pixels, n_splats, iterations=iterations, device=device)
-        if precision is None:
-            precision = fixed_count_precision(splats, pixels, DEFAULT_PRECISION)
-        data = fmt.dumps(finish_for(splats, pixels, precision), precision=precision)
+        splats, precision = fixed_count_file(splats, pixels, precision, DEFAULT_PRECISION)
+        data = fmt.dumps(splats, precision=precision)
     else:
         data = encode_to_rate(pixels, bpp, precision=precision, iterations=iterations,
                               device=device)

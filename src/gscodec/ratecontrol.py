@@ -9,7 +9,7 @@ are chosen together: the fit's precision is reallocated per field
 (`precision_for`, by `gscodec.quantize.allocate`) before trimming, for a
 distortion looser than the preset's plain rounding by about what the finish
 recovers. ``gscodec.encode(..., bpp=)`` uses it; ``gscodec.encode`` with a
-splat count and no precision uses `fixed_count_precision`, and
+splat count uses `fixed_count_file`, and
 ``gscodec.fit(quantize_for=...)`` `quantized_finish`.
 """
 
@@ -27,7 +27,7 @@ from .limits import MAX_SPLATS
 from .metrics import psnr
 from .splats import Splats
 
-__all__ = ["encode_to_rate", "finish_for", "fixed_count_precision", "precision_for",
+__all__ = ["encode_to_rate", "finish_for", "fixed_count_file", "precision_for",
            "quantized_finish", "BPP_TOLERANCE", "MAX_FITS"]
 
 #: Allowed relative error of the file size, and the most fits rate control
@@ -91,21 +91,25 @@ def precision_for(splats: Splats, pixels: np.ndarray, preset: str = "q7") -> str
     loosened by `_FINISH_MARGIN_DB`, which the finish recovers, but at most
     the fit's own error less `_FIT_MARGIN_DB`. Rate control's choice when no
     precision is given (and, unless the preset's file is smaller, a
-    fixed-count encode's: `fixed_count_precision`)."""
+    fixed-count encode's: `fixed_count_file`)."""
     rendered = engine.render(splats)
     quantized = engine.render(q.roundtrip(splats, preset))
     return q.allocate(splats, max(psnr(quantized, rendered) - _FINISH_MARGIN_DB,
                                   psnr(rendered, pixels) + _FIT_MARGIN_DB))
 
 
-def fixed_count_precision(splats: Splats, pixels: np.ndarray, preset: str = "q7") -> str:
-    """What a file of these splats (a fixed count) is written at when no
-    precision is given: `precision_for`'s grids, or ``preset``'s when its
-    file is smaller (a fit closer than the preset's rounding asks for finer
-    grids than the preset's). `gscodec.encode` and ``encode-dataset
-    --precision auto`` use it."""
-    return min((precision_for(splats, pixels, preset), preset),
-               key=lambda p: len(fmt.dumps(splats, precision=p)))
+def fixed_count_file(splats: Splats, pixels: np.ndarray, precision: str | None = None,
+                     preset: str = "q7", threads: int = 0) -> tuple[Splats, str]:
+    """The splats a file of these (a fixed count) holds and its precision:
+    ``precision``, or with None `precision_for`'s grids for ``preset``'s
+    quality, or ``preset``'s when its file is smaller (a fit closer than the
+    preset's rounding asks for finer grids than the preset's); the splats
+    finished for it (`finish_for`, ``threads`` CPU threads). `gscodec.encode`
+    with a splat count and ``encode-dataset`` use it."""
+    if precision is None:
+        precision = min((precision_for(splats, pixels, preset), preset),
+                        key=lambda p: len(fmt.dumps(splats, precision=p)))
+    return finish_for(splats, pixels, precision, threads=threads), precision
 
 
 def _trim(splats: Splats, precision: str, max_bits: float) -> Splats:

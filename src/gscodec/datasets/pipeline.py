@@ -98,6 +98,12 @@ class EncodeSettings:
     # still to be trained (matches no finished shard).
     dictionary_id: int | None = None
 
+    @property
+    def file_precision(self) -> str | None:
+        """The precision for `gscodec.ratecontrol.fixed_count_file`: None for
+        `AUTO_PRECISION` (chosen per image)."""
+        return None if self.precision == AUTO_PRECISION else self.precision
+
     def as_dict(self) -> dict[str, Any]:
         """JSON form: ``size`` is ``"native"`` when the input size is kept;
         ``dictionary_id`` only when a dictionary is used."""
@@ -189,17 +195,6 @@ class _Runtime:
     batch_size: int
 
 
-def _stored(splats: gscodec.Splats, image: np.ndarray, precision: str,
-            threads: int) -> tuple[gscodec.Splats, str]:
-    """The splats a file holds and its precision, as `gscodec.encode` writes
-    a fixed count: a quantized precision gets the encoder's finish;
-    `AUTO_PRECISION` first picks the image's grids
-    (`gscodec.ratecontrol.fixed_count_precision`)."""
-    if precision == AUTO_PRECISION:
-        precision = gscodec.ratecontrol.fixed_count_precision(splats, image)
-    return gscodec.ratecontrol.finish_for(splats, image, precision, threads=threads), precision
-
-
 def _fit_isolating(images: list[np.ndarray], settings: EncodeSettings, rt: _Runtime) -> list[Any]:
     """Fit a batch; if the batch fails, fit images one by one to isolate the bad ones.
 
@@ -256,7 +251,8 @@ def encode_shard(
                 failed.append({"key": key, "error": f"fit failed: {result}"})
                 continue
             try:
-                splats, precision = _stored(result, image, settings.precision, rt.threads)
+                splats, precision = gscodec.ratecontrol.fixed_count_file(
+                    result, image, settings.file_precision, threads=rt.threads)
                 data = gsi_format.dumps(splats, precision=precision, dictionary=zdict)
                 decoded.append(gsi_format.loads(data, zdict))
             except ValueError as exc:  # GSIError is a ValueError
@@ -430,7 +426,8 @@ def train_shard_dictionary(task: ShardTask, settings: EncodeSettings,
         batch = images[start:start + rt.batch_size]
         for image, result in zip(batch, _fit_isolating(batch, settings, rt)):
             if not isinstance(result, BaseException):
-                splats, precision = _stored(result, image, settings.precision, rt.threads)
+                splats, precision = gscodec.ratecontrol.fixed_count_file(
+                    result, image, settings.file_precision, threads=rt.threads)
                 files.append(gsi_format.dumps(splats, precision=precision))
     try:
         return gsi_format.train_dictionary(files)
